@@ -1,0 +1,60 @@
+# probe — build, test and demo. Every Go command that touches cgo goes through here,
+# because cgo can only say ${SRCDIR} and llama.cpp's headers live in the ollama module.
+SHELL := /bin/bash
+GO ?= go
+OLLAMA_DIR := $(shell $(GO) list -m -f '{{.Dir}}' github.com/ollama/ollama 2>/dev/null)
+ifeq ($(OLLAMA_DIR),)
+OLLAMA_DIR := $(shell $(GO) mod download -json github.com/ollama/ollama | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+endif
+
+# The bare cgo build of ggml has no -march: 10-25x slower (DESIGN.md). PORTABLE=1 targets AVX2/FMA.
+ifeq ($(PORTABLE),1)
+ARCH_FLAGS := -march=x86-64-v3
+else
+ARCH_FLAGS := -march=native
+endif
+export CGO_ENABLED := 1
+export CGO_CFLAGS := -O3 $(ARCH_FLAGS)
+export CGO_CXXFLAGS := -O3 $(ARCH_FLAGS)
+export CGO_CPPFLAGS := -I$(OLLAMA_DIR)/llama/llama.cpp/include -I$(OLLAMA_DIR)/ml/backend/ggml/ggml/include -DGGML_USE_CPU_REPACK
+
+BIN := bin/probe
+BUILD := build
+DEMO_DIR ?= $(BUILD)/demo
+TEST_FLAGS ?=
+ifeq ($(CI),true)
+TEST_TIMEOUT ?= 80m
+else
+TEST_TIMEOUT ?= 40m
+endif
+
+.PHONY: all build test race vet fmt demo bench clean env
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/probe
+
+vet:
+	$(GO) vet ./...
+
+test: vet
+	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { gofmt -l .; echo "gofmt needed"; exit 1; }
+	$(GO) test -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) ./...
+	CGO_ENABLED=0 $(GO) test -timeout 10m ./probe/...
+
+race:
+	$(GO) test -race -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) ./...
+
+demo: build
+	./$(BIN) demo -o $(DEMO_DIR)
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 3x ./bindings/ ./probe/
+
+clean:
+	rm -rf bin $(BUILD)
+
+# env prints the variables, for running go commands by hand: eval "$$(make -s env)"
+env:
+	@echo "export CGO_ENABLED=1 CGO_CFLAGS='$(CGO_CFLAGS)' CGO_CXXFLAGS='$(CGO_CXXFLAGS)' CGO_CPPFLAGS='$(CGO_CPPFLAGS)'"

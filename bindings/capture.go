@@ -1,0 +1,469 @@
+package bindings
+
+/*
+#include "llama.h"
+#include "capture.h"
+*/
+import "C"
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"unsafe"
+)
+
+// Point is a place in a transformer block where activations are captured.
+type Point string
+
+// Capture points. Residual is the residual stream after the block (llama.cpp's l_out-N);
+// AttnOut is the attention output added to the stream (attn_out-N); MLPOut is the feed-forward
+// output added to the stream (ffn_out-N).
+const (
+	Residual Point = "residual"
+	AttnOut  Point = "attn_out"
+	MLPOut   Point = "mlp_out"
+)
+
+func (p Point) index() (int, error) {
+	switch p {
+	case Residual:
+		return 0, nil
+	case AttnOut:
+		return 1, nil
+	case MLPOut:
+		return 2, nil
+	}
+	return 0, fmt.Errorf("unknown capture point %q (want residual, attn_out or mlp_out)", p)
+}
+
+// graphName is the tensor name llama.cpp gives the point at a layer.
+func (p Point) graphName(layer int) string {
+	switch p {
+	case AttnOut:
+		return fmt.Sprintf("attn_out-%d", layer)
+	case MLPOut:
+		return fmt.Sprintf("ffn_out-%d", layer)
+	}
+	return fmt.Sprintf("l_out-%d", layer)
+}
+
+// Positions selects which token positions of each sequence a capture returns.
+type Positions string
+
+// Position selections: every token, the last token, or the mean over the sequence's tokens.
+const (
+	PositionsAll  Positions = "all"
+	PositionsLast Positions = "last"
+	PositionsMean Positions = "mean"
+)
+
+// ParsePositions checks a positions name.
+func ParsePositions(s string) (Positions, error) {
+	switch p := Positions(s); p {
+	case PositionsAll, PositionsLast, PositionsMean:
+		return p, nil
+	}
+	return "", fmt.Errorf("positions %q: want all, last or mean", s)
+}
+
+// CaptureSpec says what a capture returns.
+type CaptureSpec struct {
+	// Layers are block indices; negative ones count from the end (-1 is the last block).
+	// Empty means every layer.
+	Layers []int
+	// Points default to Residual.
+	Points []Point
+	// Positions defaults to PositionsAll.
+	Positions Positions
+	// Logits also returns the next-token logits at each returned row (not with PositionsMean).
+	Logits bool
+}
+
+// ParseLayers parses "all" or a comma list of layer indices and ranges ("0,3,-1", "2-5") for a
+// model of nLayer blocks, resolving negative indices. Out-of-range layers are an error.
+func ParseLayers(s string, nLayer int) ([]int, error) {
+	s = strings.TrimSpace(s)
+	if s == "" || s == "all" {
+		out := make([]int, nLayer)
+		for i := range out {
+			out[i] = i
+		}
+		return out, nil
+	}
+	var out []int
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		lo, hi := part, part
+		if i := strings.Index(part[min(1, len(part)):], "-"); i >= 0 {
+			lo, hi = part[:i+1], part[i+2:]
+		}
+		a, err1 := strconv.Atoi(lo)
+		b, err2 := strconv.Atoi(hi)
+		if err1 != nil || err2 != nil {
+			return nil, fmt.Errorf("layers %q: %q is not a layer index or range", s, part)
+		}
+		for l := a; ; l++ {
+			r, err := resolveLayer(l, nLayer)
+			if err != nil {
+				return nil, fmt.Errorf("layers %q: %w", s, err)
+			}
+			if !slices.Contains(out, r) {
+				out = append(out, r)
+			}
+			if l >= b {
+				break
+			}
+		}
+	}
+	return out, nil
+}
+
+func resolveLayer(l, nLayer int) (int, error) {
+	r := l
+	if l < 0 {
+		r = nLayer + l
+	}
+	if r < 0 || r >= nLayer {
+		return 0, fmt.Errorf("layer %d out of range: the model has %d layers (0-%d, or -1 to -%d)", l, nLayer, nLayer-1, nLayer)
+	}
+	return r, nil
+}
+
+// Row says which sequence and token position a captured row comes from. Pos is -1 for a
+// mean over the sequence.
+type Row struct {
+	Seq int
+	Pos int
+}
+
+// Activations are the result of a capture: for each (point, layer) a row-major matrix of
+// len(Rows) × NEmbd float32 values.
+type Activations struct {
+	NEmbd     int
+	Layers    []int
+	Points    []Point
+	Positions Positions
+	Rows      []Row
+	// SeqLen is the number of tokens of each sequence.
+	SeqLen []int
+	// Logits is len(Rows) × NVocab when the spec asked for logits.
+	Logits []float32
+	NVocab int
+	data   [][]float32 // [point index in Points × len(Layers) + layer index]
+}
+
+// Get returns the captured matrix for a point and layer (an index as returned in Layers),
+// or nil if it was not captured.
+func (a *Activations) Get(p Point, layer int) []float32 {
+	pi, li := slices.Index(a.Points, p), slices.Index(a.Layers, layer)
+	if pi < 0 || li < 0 {
+		return nil
+	}
+	return a.data[pi*len(a.Layers)+li]
+}
+
+// Residual returns the residual stream matrix at a layer.
+func (a *Activations) Residual(layer int) []float32 { return a.Get(Residual, layer) }
+
+// resolve validates a spec against the model and fills in defaults.
+func (c *Context) resolve(spec CaptureSpec) (CaptureSpec, error) {
+	info := c.m.info
+	if len(info.Points) == 0 {
+		return spec, fmt.Errorf("architecture %q does not name the residual stream (l_out) in its llama.cpp graph; capture is not supported for it", info.Arch)
+	}
+	out := spec
+	if out.Positions == "" {
+		out.Positions = PositionsAll
+	}
+	if _, err := ParsePositions(string(out.Positions)); err != nil {
+		return spec, err
+	}
+	if out.Positions == PositionsMean && out.Logits {
+		return spec, fmt.Errorf("logits cannot be averaged: ask for positions all or last")
+	}
+	if len(out.Points) == 0 {
+		out.Points = []Point{Residual}
+	}
+	out.Points = slices.Clone(out.Points)
+	for i, p := range out.Points {
+		if _, err := p.index(); err != nil {
+			return spec, err
+		}
+		if slices.Contains(out.Points[:i], p) {
+			return spec, fmt.Errorf("capture point %q given twice", p)
+		}
+	}
+	if len(out.Layers) == 0 {
+		out.Layers, _ = ParseLayers("all", info.Layers)
+	} else {
+		out.Layers = slices.Clone(out.Layers)
+		for i, l := range out.Layers {
+			r, err := resolveLayer(l, info.Layers)
+			if err != nil {
+				return spec, err
+			}
+			if slices.Contains(out.Layers[:i], r) {
+				return spec, fmt.Errorf("layer %d given twice", r)
+			}
+			out.Layers[i] = r
+		}
+	}
+	if len(out.Points)*len(out.Layers) > C.PROBE_MAX_POINTS*C.PROBE_MAX_LAYERS || info.Layers > C.PROBE_MAX_LAYERS {
+		return spec, fmt.Errorf("too many layers (%d) to capture", info.Layers)
+	}
+	return out, nil
+}
+
+// checkSequences validates token sequences before they reach llama.cpp.
+func (c *Context) checkSequences(seqs [][]int32) error {
+	if len(seqs) == 0 {
+		return ErrEmptyPrompt
+	}
+	for i, s := range seqs {
+		if len(s) == 0 {
+			return fmt.Errorf("sequence %d: %w", i, ErrEmptyPrompt)
+		}
+		if len(s) > c.opts.NCtx {
+			return fmt.Errorf("sequence %d: prompt of %d tokens is longer than the context of %d tokens", i, len(s), c.opts.NCtx)
+		}
+		if err := c.m.checkTokens(s); err != nil {
+			return fmt.Errorf("sequence %d: %w", i, err)
+		}
+	}
+	return nil
+}
+
+// setRequest tells the C callback which tensors to copy.
+func (c *Context) setRequest(points []Point, layers []int) error {
+	C.probe_capture_clear(c.cap)
+	for _, p := range points {
+		pi, _ := p.index()
+		for _, l := range layers {
+			if C.probe_capture_add(c.cap, C.int(pi), C.int(l)) < 0 {
+				return fmt.Errorf("capture: out of memory")
+			}
+		}
+	}
+	return nil
+}
+
+// Capture runs the sequences through the model and returns the activations the spec asks for.
+// Sequences are decoded together, several per llama_decode with distinct sequence ids (as many
+// as the context's NSeq and NCtx allow), in batches of NBatch tokens. ctx is checked between
+// decodes.
+func (c *Context) Capture(ctx context.Context, seqs [][]int32, spec CaptureSpec) (*Activations, error) {
+	if err := c.enter(); err != nil {
+		return nil, err
+	}
+	defer c.leave()
+	if err := c.m.acquire(); err != nil {
+		return nil, err
+	}
+	defer c.m.release()
+	spec, err := c.resolve(spec)
+	if err != nil {
+		return nil, fmt.Errorf("capture: %w", err)
+	}
+	if err := c.checkSequences(seqs); err != nil {
+		return nil, fmt.Errorf("capture: %w", err)
+	}
+	if err := c.setRequest(spec.Points, spec.Layers); err != nil {
+		return nil, err
+	}
+	nEmbd := c.m.info.Embd
+	a := &Activations{NEmbd: nEmbd, Layers: spec.Layers, Points: spec.Points, Positions: spec.Positions}
+	// Row offset of each sequence in the result.
+	rowOf := make([]int, len(seqs))
+	for i, s := range seqs {
+		a.SeqLen = append(a.SeqLen, len(s))
+		rowOf[i] = len(a.Rows)
+		switch spec.Positions {
+		case PositionsAll:
+			for p := range s {
+				a.Rows = append(a.Rows, Row{Seq: i, Pos: p})
+			}
+		case PositionsLast:
+			a.Rows = append(a.Rows, Row{Seq: i, Pos: len(s) - 1})
+		case PositionsMean:
+			a.Rows = append(a.Rows, Row{Seq: i, Pos: -1})
+		}
+	}
+	nSlots := len(spec.Points) * len(spec.Layers)
+	a.data = make([][]float32, nSlots)
+	for i := range a.data {
+		a.data[i] = make([]float32, len(a.Rows)*nEmbd)
+	}
+	var sums [][]float64
+	if spec.Positions == PositionsMean {
+		sums = make([][]float64, nSlots)
+		for i := range sums {
+			sums[i] = make([]float64, len(a.Rows)*nEmbd)
+		}
+	}
+	if spec.Logits {
+		a.NVocab = int(c.m.nVocab)
+		a.Logits = make([]float32, len(a.Rows)*a.NVocab)
+	}
+	lastLayer := slices.Contains(spec.Layers, c.m.info.Layers-1)
+	allLogits := spec.Positions == PositionsAll && spec.Logits || spec.Positions != PositionsLast && lastLayer
+
+	sc := &seqCapture{c: c, a: a, rowOf: rowOf, sums: sums, seqs: seqs, nEmbd: nEmbd}
+	for start := 0; start < len(seqs); {
+		// Pack a group of sequences that fits the KV cache and the sequence limit.
+		end, total := start, 0
+		for end < len(seqs) && end-start < c.opts.NSeq && total+len(seqs[end]) <= c.opts.NCtx {
+			total += len(seqs[end])
+			end++
+		}
+		c.clearMemory()
+		var batch []batchToken
+		var owners []int // sequence index of each batch token
+		flush := func() error {
+			if len(batch) == 0 {
+				return nil
+			}
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if err := sc.run(batch, owners); err != nil {
+				return err
+			}
+			batch, owners = batch[:0], owners[:0]
+			return nil
+		}
+		for si := start; si < end; si++ {
+			for p, t := range seqs[si] {
+				last := p == len(seqs[si])-1
+				batch = append(batch, batchToken{token: t, pos: int32(p), seq: int32(si - start), logits: allLogits || last})
+				owners = append(owners, si)
+				if len(batch) == c.opts.NBatch {
+					if err := flush(); err != nil {
+						return nil, fmt.Errorf("capture: %w", err)
+					}
+				}
+			}
+		}
+		if err := flush(); err != nil {
+			return nil, fmt.Errorf("capture: %w", err)
+		}
+		start = end
+	}
+	c.clearMemory()
+	if sums != nil {
+		for k := range sums {
+			for r, row := range a.Rows {
+				n := float64(a.SeqLen[row.Seq])
+				for j := 0; j < nEmbd; j++ {
+					a.data[k][r*nEmbd+j] = float32(sums[k][r*nEmbd+j] / n)
+				}
+			}
+		}
+	}
+	return a, nil
+}
+
+// seqCapture moves rows from the C buffers into the result after each decode.
+type seqCapture struct {
+	c     *Context
+	a     *Activations
+	rowOf []int
+	sums  [][]float64
+	seqs  [][]int32
+	nEmbd int
+}
+
+func (sc *seqCapture) run(batch []batchToken, owners []int) error {
+	c, a := sc.c, sc.a
+	C.probe_capture_reset_rows(c.cap)
+	if err := c.decode(batch); err != nil {
+		return err
+	}
+	if c.cap.error != 0 {
+		return fmt.Errorf("tensor %s: %s", C.GoString(&c.cap.error_name[0]), captureErrors[int(c.cap.error)])
+	}
+	var outIdx []int // batch indices that produced outputs (rows of pruned tensors)
+	for i, t := range batch {
+		if t.logits {
+			outIdx = append(outIdx, i)
+		}
+	}
+	slots := unsafe.Slice(c.cap.slots, int(c.cap.n_slots))
+	for k := range slots {
+		s := &slots[k]
+		rows := int(s.rows)
+		pi, li := k/len(a.Layers), k%len(a.Layers)
+		if rows == 0 && len(outIdx) == 0 {
+			continue // a final-layer tensor pruned to this batch's zero outputs
+		}
+		if rows == 0 {
+			return fmt.Errorf("architecture %q produced no %s tensor: it does not name this capture point",
+				c.m.info.Arch, a.Points[pi].graphName(a.Layers[li]))
+		}
+		if int(s.ne0) != sc.nEmbd {
+			return fmt.Errorf("%s has rows of %d values, expected n_embd %d", a.Points[pi].graphName(a.Layers[li]), int(s.ne0), sc.nEmbd)
+		}
+		var idx []int
+		switch rows {
+		case len(batch):
+		case len(outIdx):
+			idx = outIdx
+		default:
+			return fmt.Errorf("%s has %d rows for a batch of %d tokens with %d outputs", a.Points[pi].graphName(a.Layers[li]), rows, len(batch), len(outIdx))
+		}
+		src := unsafe.Slice((*float32)(unsafe.Pointer(s.data)), rows*sc.nEmbd)
+		for r := 0; r < rows; r++ {
+			bi := r
+			if idx != nil {
+				bi = idx[r]
+			}
+			dst := sc.dest(owners[bi], int(batch[bi].pos))
+			row := src[r*sc.nEmbd : (r+1)*sc.nEmbd]
+			if sc.sums != nil {
+				acc := sc.sums[k][dst*sc.nEmbd : (dst+1)*sc.nEmbd]
+				for j, v := range row {
+					acc[j] += float64(v)
+				}
+			} else if dst >= 0 {
+				copy(a.data[k][dst*sc.nEmbd:], row)
+			}
+		}
+	}
+	if a.Logits != nil {
+		for _, bi := range outIdx {
+			dst := sc.dest(owners[bi], int(batch[bi].pos))
+			if dst < 0 {
+				continue
+			}
+			lp := C.llama_get_logits_ith(c.c, C.int32_t(bi))
+			if lp == nil {
+				return fmt.Errorf("no logits for batch token %d", bi)
+			}
+			copy(a.Logits[dst*a.NVocab:(dst+1)*a.NVocab], unsafe.Slice((*float32)(unsafe.Pointer(lp)), a.NVocab))
+		}
+	}
+	return nil
+}
+
+// dest is the result row a token's activations go to, or -1 when the positions drop it.
+func (sc *seqCapture) dest(seq, pos int) int {
+	switch sc.a.Positions {
+	case PositionsAll:
+		return sc.rowOf[seq] + pos
+	case PositionsLast:
+		if pos == len(sc.seqs[seq])-1 {
+			return sc.rowOf[seq]
+		}
+		return -1
+	}
+	return sc.rowOf[seq] // mean: accumulated
+}
+
+var captureErrors = map[int]string{
+	1: "unsupported tensor type (want F32 or F16)",
+	2: "tensor is not contiguous",
+	3: "row width changed between micro-batches",
+	4: "out of memory copying activations",
+}

