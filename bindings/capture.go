@@ -270,6 +270,12 @@ func (c *Context) Capture(ctx context.Context, seqs [][]int32, spec CaptureSpec)
 	if err := c.checkSequences(seqs); err != nil {
 		return nil, fmt.Errorf("capture: %w", err)
 	}
+	return c.capture(ctx, seqs, spec)
+}
+
+// capture runs a resolved spec; with no layers it decodes without capturing anything (the
+// baseline of the benchmarks).
+func (c *Context) capture(ctx context.Context, seqs [][]int32, spec CaptureSpec) (*Activations, error) {
 	if err := c.setRequest(spec.Points, spec.Layers); err != nil {
 		return nil, err
 	}

@@ -23,7 +23,7 @@ type SamplerOptions struct {
 
 // GenerateOptions configures Generate.
 type GenerateOptions struct {
-	MaxTokens int      // 0: until an end-of-generation token or the context is full
+	MaxTokens int // 0: until an end-of-generation token or the context is full
 	Sampler   SamplerOptions
 	Stop      []string // generation stops when the text contains one; the text is cut before it
 	// Layers are the layers whose residual stream each Step carries (negative from the end).
@@ -32,7 +32,7 @@ type GenerateOptions struct {
 
 // Step is one generated token, handed to Generate's callback before the token is emitted.
 type Step struct {
-	Index int    // 0 for the first generated token
+	Index int // 0 for the first generated token
 	Token int32
 	Piece string // the token's text (control tokens render empty)
 	// Residual maps each requested layer to the residual stream (NEmbd values) at the position

@@ -264,11 +264,11 @@ func (m *Model) readInfo(g *gguf.File, path, fp string) Info {
 	}
 	info := Info{
 		Path: path, Arch: arch, Name: g.String("general.name"), Description: desc,
-		Layers:   int(C.llama_model_n_layer(m.c)),
-		Embd:     int(C.llama_model_n_embd(m.c)),
-		Heads:    int(C.llama_model_n_head(m.c)),
-		KVHeads:  int(C.llama_model_n_head_kv(m.c)),
-		CtxTrain: int(C.llama_model_n_ctx_train(m.c)),
+		Layers:    int(C.llama_model_n_layer(m.c)),
+		Embd:      int(C.llama_model_n_embd(m.c)),
+		Heads:     int(C.llama_model_n_head(m.c)),
+		KVHeads:   int(C.llama_model_n_head_kv(m.c)),
+		CtxTrain:  int(C.llama_model_n_ctx_train(m.c)),
 		VocabSize: int(m.nVocab), Params: uint64(C.llama_model_n_params(m.c)),
 		SizeBytes: uint64(C.llama_model_size(m.c)), FileType: ft, Fingerprint: fp,
 	}
