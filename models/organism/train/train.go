@@ -377,3 +377,8 @@ func (t *Trainer) forward() float32 { return float32(C.probe_trainer_forward(t.c
 
 // grad computes the gradients of the current batch's loss (gradient-check trainers).
 func (t *Trainer) grad() float32 { return float32(C.probe_trainer_grad(t.c)) }
+
+func stepOnce(t *Trainer) float32 {
+	var nc C.int64_t
+	return float32(C.probe_trainer_step(t.c, C.float(t.cfg.LearningRate(t.step)), C.float(t.cfg.WeightDecay), &nc))
+}

@@ -51,9 +51,13 @@ func gradCheck(t *testing.T, cfg Config, rmsFix bool) float64 {
 	b := p.next()
 	tr.setBatch(b)
 	tr.grad()
+	grads := make([][]float32, len(tr.params)) // read all before the next evaluation reuses memory
+	for i := range tr.params {
+		grads[i] = tr.getGrad(i)
+	}
 	worst := 0.0
 	for i, prm := range tr.params {
-		grad := tr.getGrad(i)
+		grad := grads[i]
 		w := tr.getParam(i)
 		for k := 0; k < 4; k++ {
 			j := rng.IntN(prm.size)

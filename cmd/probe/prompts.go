@@ -1,0 +1,170 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// promptItem is one prompt to run, from --prompt, a JSONL file or a text file.
+type promptItem struct {
+	ID     string
+	Prompt string
+	Label  *bool
+	Group  string
+	Line   int               // 1-based line in the input file, 0 for --prompt
+	Meta   map[string]string // other JSONL fields, kept in the dump manifest
+	Tokens []int32
+}
+
+// readPromptFile reads prompts from a file ("-" is stdin): JSONL objects {"id", "prompt",
+// "label", "group", …} or, with text, one prompt per non-empty line. Every line is checked
+// before anything runs; an error names the line.
+func readPromptFile(path string, stdin io.Reader, text bool) ([]promptItem, error) {
+	var r io.Reader = stdin
+	if path != "-" {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		r = f
+	}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 1<<16), 64<<20)
+	var items []promptItem
+	ids := map[string]int{}
+	for line := 1; sc.Scan(); line++ {
+		raw := sc.Bytes()
+		if len(bytes.TrimSpace(raw)) == 0 {
+			continue
+		}
+		var it promptItem
+		if text {
+			it = promptItem{ID: fmt.Sprintf("line-%d", line), Prompt: string(raw)}
+		} else {
+			var err error
+			if it, err = parsePromptLine(raw); err != nil {
+				return nil, fmt.Errorf("%s line %d: %w", path, line, err)
+			}
+			if it.ID == "" {
+				it.ID = fmt.Sprintf("line-%d", line)
+			}
+		}
+		it.Line = line
+		if prev, dup := ids[it.ID]; dup {
+			return nil, fmt.Errorf("%s line %d: id %q already used on line %d", path, line, it.ID, prev)
+		}
+		ids[it.ID] = line
+		items = append(items, it)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	if len(items) == 0 {
+		return nil, fmt.Errorf("%s holds no prompts", path)
+	}
+	return items, nil
+}
+
+func parsePromptLine(raw []byte) (promptItem, error) {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &fields); err != nil {
+		return promptItem{}, fmt.Errorf("not a JSON object: %v", err)
+	}
+	var it promptItem
+	p, ok := fields["prompt"]
+	if !ok {
+		return it, fmt.Errorf(`missing "prompt"`)
+	}
+	if err := json.Unmarshal(p, &it.Prompt); err != nil {
+		return it, fmt.Errorf(`"prompt" must be a string`)
+	}
+	if it.Prompt == "" {
+		return it, fmt.Errorf(`"prompt" is empty`)
+	}
+	for k, v := range fields {
+		switch k {
+		case "prompt":
+		case "id":
+			var s string
+			var n json.Number
+			if json.Unmarshal(v, &s) == nil {
+				it.ID = s
+			} else if json.Unmarshal(v, &n) == nil {
+				it.ID = n.String()
+			} else {
+				return it, fmt.Errorf(`"id" must be a string or a number`)
+			}
+		case "label":
+			l, err := parseLabel(v)
+			if err != nil {
+				return it, err
+			}
+			it.Label = l
+		case "group":
+			if err := json.Unmarshal(v, &it.Group); err != nil {
+				return it, fmt.Errorf(`"group" must be a string`)
+			}
+		default:
+			if it.Meta == nil {
+				it.Meta = map[string]string{}
+			}
+			var s string
+			if json.Unmarshal(v, &s) == nil {
+				it.Meta[k] = s
+			} else {
+				it.Meta[k] = string(v)
+			}
+		}
+	}
+	return it, nil
+}
+
+// parseLabel accepts true/false, 1/0, "true"/"false"/"1"/"0" and null.
+func parseLabel(v json.RawMessage) (*bool, error) {
+	s := strings.Trim(strings.TrimSpace(string(v)), `"`)
+	switch s {
+	case "null", "":
+		return nil, nil
+	}
+	b, err := strconv.ParseBool(s)
+	if err != nil || (s != "true" && s != "false" && s != "1" && s != "0") {
+		return nil, fmt.Errorf(`"label" must be true/false or 1/0, got %s`, string(v))
+	}
+	return &b, nil
+}
+
+// parseShard parses "i/n" (0 ≤ i < n).
+func parseShard(s string) (int, int, error) {
+	if s == "" {
+		return 0, 1, nil
+	}
+	a, b, ok := strings.Cut(s, "/")
+	i, err1 := strconv.Atoi(a)
+	n, err2 := strconv.Atoi(b)
+	if !ok || err1 != nil || err2 != nil || n < 1 || i < 0 || i >= n {
+		return 0, 0, fmt.Errorf("--shard %q: want i/n with 0 ≤ i < n, e.g. 0/4", s)
+	}
+	return i, n, nil
+}
+
+// selectShard keeps the prompts whose index is i modulo n: a deterministic 1/n of the input,
+// the same on every machine for the same file.
+func selectShard(items []promptItem, i, n int) []promptItem {
+	if n == 1 {
+		return items
+	}
+	var out []promptItem
+	for k, it := range items {
+		if k%n == i {
+			out = append(out, it)
+		}
+	}
+	return out
+}

