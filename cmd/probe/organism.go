@@ -207,4 +207,3 @@ func newOrganismPromptsCmd() *cobra.Command {
 	f.Int64Var(&seed, "seed", 1, "corpus seed (without -m)")
 	return c
 }
-
