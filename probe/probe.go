@@ -1,0 +1,350 @@
+package probe
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"sync/atomic"
+)
+
+// ProbeVersion is the version of the probe file format written by Save.
+const ProbeVersion = 1
+
+// Probe is a fitted detector: it maps an activation row x (n_embd values of
+// one layer at one position) to a score, higher meaning more likely positive,
+// and fires when the score exceeds Threshold.
+//
+// With z = (x − Mean) / Scale, elementwise (the normalisation; Mean 0 and
+// Scale 1 when Normalization is nil), a linear probe scores
+//
+//	s(x) = Weights·z + Bias
+//
+// and a quadratic probe (Quadratic not nil: Mahalanobis, spectral signature)
+//
+//	s(x) = Bias + Σ_k Coef[k]·(Components[k]·z)².
+//
+// A Probe is what Fit returns and what Save writes as JSON; its fields are
+// plain data. Scoring is safe for concurrent use; do not modify the fields
+// after the first score (scoring caches a prepared form of them).
+type Probe struct {
+	Version       int               `json:"version"`
+	Method        string            `json:"method"`
+	Layer         int               `json:"layer"`
+	Point         string            `json:"point"`
+	Position      string            `json:"position"`
+	Model         ProbeModel        `json:"model"`
+	Normalization *Normalization    `json:"normalization,omitempty"`
+	Weights       []float64         `json:"weights,omitempty"`
+	Bias          float64           `json:"bias"`
+	Quadratic     *Quadratic        `json:"quadratic,omitempty"`
+	Threshold     float64           `json:"threshold"`
+	Calibration   *Calibration      `json:"calibration,omitempty"`
+	Training      TrainingSummary   `json:"training"`
+	Meta          map[string]string `json:"meta,omitempty"`
+
+	prep atomic.Pointer[prepared]
+}
+
+// ProbeModel identifies the model a probe was trained on.
+type ProbeModel struct {
+	Fingerprint string `json:"fingerprint"`
+	NEmbd       int    `json:"n_embd"`
+}
+
+// Normalization is the feature standardisation z_j = (x_j − Mean_j) / Scale_j
+// applied before the weights.
+type Normalization struct {
+	Mean  []float64 `json:"mean"`
+	Scale []float64 `json:"scale"`
+}
+
+// Quadratic holds the terms of a quadratic score (see Probe). Components are
+// unit vectors (rows of n_embd values), stored as float32 to keep files of
+// large models manageable.
+type Quadratic struct {
+	Coef       []float64   `json:"coef"`
+	Components [][]float32 `json:"components"`
+}
+
+// TrainingSummary records what a probe was trained on and how well it
+// cross-validated. CV fields are zero when no cross-validation was run.
+type TrainingSummary struct {
+	Rows      int `json:"rows"`
+	Positives int `json:"positives"`
+	Negatives int `json:"negatives"`
+	Groups    int `json:"groups"`
+	// CVFolds is the number of grouped folds, CVAUROC the mean fold AUROC and
+	// CVLow/CVHigh its 95% bootstrap interval (pooled out-of-fold scores).
+	CVFolds int     `json:"cv_folds"`
+	CVAUROC float64 `json:"cv_auroc"`
+	CVLow   float64 `json:"cv_auroc_low"`
+	CVHigh  float64 `json:"cv_auroc_high"`
+	// Params holds the method's hyper-parameters (C, shrinkage, …).
+	Params map[string]float64 `json:"params,omitempty"`
+	// Notes holds remarks such as an orientation flip.
+	Notes []string `json:"notes,omitempty"`
+}
+
+// SetCV records a cross-validation result in the summary.
+func (t *TrainingSummary) SetCV(cv *CVResult) {
+	t.CVFolds, t.CVAUROC = cv.Folds, cv.MeanAUROC
+	t.CVLow, t.CVHigh = cv.Pooled.Low, cv.Pooled.High
+}
+
+// setParam records a hyper-parameter.
+func (t *TrainingSummary) setParam(name string, v float64) {
+	if t.Params == nil {
+		t.Params = map[string]float64{}
+	}
+	t.Params[name] = v
+}
+
+// prepared is the probe folded for fast float32 scoring.
+type prepared struct {
+	n int
+	// linear: s = w·x + b
+	w []float64
+	b float64
+	// quadratic: z = (x − mean)·invScale
+	mean, invScale []float32
+	coef           []float64
+	comps          [][]float32
+}
+
+// IsQuadratic reports whether the probe has a quadratic score.
+func (p *Probe) IsQuadratic() bool { return p.Quadratic != nil }
+
+// NEmbd returns the length of the rows the probe scores.
+func (p *Probe) NEmbd() int { return p.Model.NEmbd }
+
+func (p *Probe) prepare() *prepared {
+	if pp := p.prep.Load(); pp != nil {
+		return pp
+	}
+	d := p.Model.NEmbd
+	pp := &prepared{n: d, b: p.Bias}
+	mean := make([]float64, d)
+	scale := make([]float64, d)
+	for j := range scale {
+		scale[j] = 1
+	}
+	if p.Normalization != nil {
+		copy(mean, p.Normalization.Mean)
+		copy(scale, p.Normalization.Scale)
+	}
+	if p.Quadratic == nil {
+		// w·(x − μ)/σ + b = Σ (w/σ)·x + (b − Σ w·μ/σ)
+		pp.w = make([]float64, d)
+		for j, w := range p.Weights {
+			pp.w[j] = w / scale[j]
+			pp.b -= w * mean[j] / scale[j]
+		}
+	} else {
+		pp.mean = make([]float32, d)
+		pp.invScale = make([]float32, d)
+		for j := range mean {
+			pp.mean[j] = float32(mean[j])
+			pp.invScale[j] = float32(1 / scale[j])
+		}
+		pp.coef, pp.comps = p.Quadratic.Coef, p.Quadratic.Components
+	}
+	p.prep.CompareAndSwap(nil, pp)
+	return p.prep.Load()
+}
+
+// Score returns the probe's score of one row x of n_embd values. It panics if
+// len(x) differs from the probe's n_embd. A linear score is computed as
+// Σ_j (w_j/σ_j)·x_j + (b − Σ_j w_j μ_j/σ_j), the normalisation folded into the
+// weights, in float64; a quadratic one normalises x in float32 and
+// accumulates each projection in float32.
+func (p *Probe) Score(x []float32) float64 {
+	pp := p.prepare()
+	if len(x) != pp.n {
+		panic(fmt.Sprintf("probe: row of %d values for a probe of n_embd %d", len(x), pp.n))
+	}
+	if pp.w != nil {
+		return dotMixed(x, pp.w) + pp.b
+	}
+	return pp.quadratic(x, make([]float32, pp.n))
+}
+
+func (pp *prepared) quadratic(x, z []float32) float64 {
+	for j, v := range x {
+		z[j] = (v - pp.mean[j]) * pp.invScale[j]
+	}
+	s := pp.b
+	for k, u := range pp.comps {
+		t := float64(dot32(u, z))
+		s += pp.coef[k] * t * t
+	}
+	return s
+}
+
+// ScoreRows scores the rows idx of x (all rows if idx is nil) into dst, which
+// is grown if needed, and returns it: dst[k] = Score(x.Row(idx[k])). It uses
+// GOMAXPROCS goroutines for large inputs. It panics if x.Cols differs from the
+// probe's n_embd.
+func (p *Probe) ScoreRows(x *Matrix, idx []int, dst []float64) []float64 {
+	pp := p.prepare()
+	if x.Cols != pp.n {
+		panic(fmt.Sprintf("probe: matrix of %d columns for a probe of n_embd %d", x.Cols, pp.n))
+	}
+	n := x.Rows
+	if idx != nil {
+		n = len(idx)
+	}
+	if cap(dst) < n {
+		dst = make([]float64, n)
+	}
+	dst = dst[:n]
+	row := func(k int) []float32 {
+		if idx == nil {
+			return x.Row(k)
+		}
+		return x.Row(idx[k])
+	}
+	// Split only when each goroutine gets a few MB of work.
+	w := workers(0, int(int64(n)*int64(pp.n)/(1<<20)))
+	parallelFor(n, w, func(_, lo, hi int) {
+		if pp.w != nil {
+			for k := lo; k < hi; k++ {
+				dst[k] = dotMixed(row(k), pp.w) + pp.b
+			}
+			return
+		}
+		z := make([]float32, pp.n)
+		for k := lo; k < hi; k++ {
+			dst[k] = pp.quadratic(row(k), z)
+		}
+	})
+	return dst
+}
+
+// Fired reports whether score exceeds the probe's threshold.
+func (p *Probe) Fired(score float64) bool { return score > p.Threshold }
+
+// ErrModelMismatch is wrapped by the errors of CheckModel and CheckDataset.
+var ErrModelMismatch = errors.New("probe does not match the model")
+
+// CheckModel returns an error wrapping ErrModelMismatch unless the probe
+// applies to a model with this fingerprint and n_embd. A probe saved without
+// a fingerprint (trained on synthetic data) checks n_embd only.
+func (p *Probe) CheckModel(fingerprint string, nEmbd int) error {
+	if nEmbd != p.Model.NEmbd {
+		return fmt.Errorf("%w: probe expects n_embd %d, the model has %d", ErrModelMismatch, p.Model.NEmbd, nEmbd)
+	}
+	if p.Model.Fingerprint != "" && fingerprint != p.Model.Fingerprint {
+		return fmt.Errorf("%w: probe was trained on model %q, this model is %q", ErrModelMismatch, p.Model.Fingerprint, fingerprint)
+	}
+	return nil
+}
+
+// CheckDataset returns an error unless d holds rows the probe applies to:
+// same n_embd and, for a dataset read from a store, the same model
+// fingerprint, layer and position.
+func (p *Probe) CheckDataset(d *Dataset) error {
+	if d.X.Cols != p.Model.NEmbd {
+		return fmt.Errorf("%w: probe expects n_embd %d, the dataset has %d columns", ErrModelMismatch, p.Model.NEmbd, d.X.Cols)
+	}
+	if d.Info.Fingerprint == "" {
+		return nil
+	}
+	if err := p.CheckModel(d.Info.Fingerprint, d.X.Cols); err != nil {
+		return err
+	}
+	if d.Info.Layer != p.Layer {
+		return fmt.Errorf("%w: probe is for layer %d, the dataset is layer %d", ErrModelMismatch, p.Layer, d.Info.Layer)
+	}
+	if p.Position != "" && d.Info.Position != p.Position {
+		return fmt.Errorf("%w: probe is for position %q, the dataset is %q", ErrModelMismatch, p.Position, d.Info.Position)
+	}
+	return nil
+}
+
+// Apply checks d with CheckDataset and returns the scores of all its rows.
+func (p *Probe) Apply(d *Dataset) ([]float64, error) {
+	if err := p.CheckDataset(d); err != nil {
+		return nil, err
+	}
+	return p.ScoreRows(d.X, nil, nil), nil
+}
+
+// Calibrate sets the probe's threshold so that it fires on a fraction
+// targetFPR of the clean rows of d (those labelled Negative; see
+// CalibrateThreshold), and records the calibration. d should be held-out
+// validation data, not the training rows.
+func (p *Probe) Calibrate(d *Dataset, targetFPR float64) error {
+	if err := p.CheckDataset(d); err != nil {
+		return err
+	}
+	clean := d.WithLabel(Negative)
+	if len(clean) == 0 {
+		return fmt.Errorf("calibrate: no clean (negative) rows among %d", d.Len())
+	}
+	cal, err := CalibrateThreshold(p.ScoreRows(d.X, clean, nil), targetFPR)
+	if err != nil {
+		return err
+	}
+	p.Threshold = cal.Threshold
+	p.Calibration = &cal
+	return nil
+}
+
+// Orient makes a linear probe's score increase towards the positive class of
+// d: if its AUROC on d's labelled rows is below ½ it negates Weights and Bias,
+// clears the calibration (the threshold no longer applies) and records a note.
+// It reports whether it flipped the probe. Contrast-pair directions carry an
+// arbitrary sign relative to a behaviour; Orient fixes it with labelled data.
+// A quadratic probe is left as it is.
+func (p *Probe) Orient(d *Dataset) (bool, error) {
+	if p.Quadratic != nil {
+		return false, nil
+	}
+	rows := d.Labelled()
+	if err := p.CheckDataset(d); err != nil {
+		return false, err
+	}
+	auc, err := AUROC(p.ScoreRows(d.X, rows, nil), d.Positives(rows))
+	if err != nil {
+		return false, err
+	}
+	if auc >= 0.5 {
+		return false, nil
+	}
+	for j := range p.Weights {
+		p.Weights[j] = -p.Weights[j]
+	}
+	p.Bias = -p.Bias
+	p.Threshold, p.Calibration = 0, nil
+	p.prep.Store(nil)
+	p.Training.Notes = append(p.Training.Notes, fmt.Sprintf("orientation flipped (AUROC %.4f on %d labelled rows)", auc, len(rows)))
+	return true, nil
+}
+
+// newProbe returns a probe with the provenance of d and its training counts.
+func newProbe(method string, d *Dataset) *Probe {
+	pos, neg, _ := d.Counts()
+	groups := map[string]bool{}
+	for i := range d.Groups {
+		groups[groupKey(d, i)] = true
+	}
+	return &Probe{
+		Version:  ProbeVersion,
+		Method:   method,
+		Layer:    d.Info.Layer,
+		Point:    d.Info.Point,
+		Position: d.Info.Position,
+		Model:    ProbeModel{Fingerprint: d.Info.Fingerprint, NEmbd: d.X.Cols},
+		Training: TrainingSummary{Rows: d.Len(), Positives: pos, Negatives: neg, Groups: len(groups)},
+	}
+}
+
+// finite reports whether all values are finite.
+func finite(xs []float64) bool {
+	for _, v := range xs {
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return false
+		}
+	}
+	return true
+}
