@@ -28,7 +28,7 @@ else
 TEST_TIMEOUT ?= 40m
 endif
 
-.PHONY: all build test race vet fmt demo bench clean env
+.PHONY: all build test race vet fmt demo bench clean env cuda
 
 all: build
 
@@ -51,6 +51,10 @@ demo: build
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./bindings/ ./probe/
+
+# cuda builds the CUDA backend library into bin/lib (needs CMake and nvcc; see scripts/build-cuda.sh).
+cuda:
+	scripts/build-cuda.sh
 
 clean:
 	rm -rf bin $(BUILD)
