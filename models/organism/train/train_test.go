@@ -51,7 +51,7 @@ func gradCheck(t *testing.T, cfg Config, rmsFix bool) float64 {
 	b := p.next()
 	tr.setBatch(b)
 	tr.grad()
-	grads := make([][]float32, len(tr.params)) // read all before the next evaluation reuses memory
+	grads := make([][]float32, len(tr.params))
 	for i := range tr.params {
 		grads[i] = tr.getGrad(i)
 	}

@@ -24,13 +24,23 @@ typedef struct {
 	struct ggml_tensor *x, *a1, *h1T, *qp, *kp, *vq, *P, *merged, *x2, *a2, *h2T, *g, *sg, *u, *s;
 } layer_acts;
 
+enum { MODE_FORWARD, MODE_GRAD, MODE_TRAIN };
+
+typedef struct {
+	struct ggml_context * ctx; // graph tensors, placed by galloc
+	ggml_gallocr_t galloc;
+	struct ggml_cgraph * graph;
+	struct ggml_tensor * logits; // [V, n_sel]
+	struct ggml_tensor * loss;   // scalar
+	struct ggml_tensor * pred;   // I32 [n_sel]
+	struct ggml_tensor * grads[MAX_PARAMS];
+} graph_inst;
+
 struct probe_trainer {
 	probe_train_config cfg;
 	ggml_backend_t backend;
 	struct ggml_context * ctx_static;  // parameters, optimizer moments and inputs
 	ggml_backend_buffer_t buf_static;
-	struct ggml_context * ctx_compute; // graph tensors, placed by the allocator
-	ggml_gallocr_t galloc;
 
 	struct ggml_tensor * tokens;  // I32 [T*B]
 	struct ggml_tensor * pos;     // I32 [T*B]
@@ -42,15 +52,13 @@ struct probe_trainer {
 
 	int n_params;
 	struct ggml_tensor * params[MAX_PARAMS];
-	struct ggml_tensor * grads[MAX_PARAMS];
 	struct ggml_tensor * m[MAX_PARAMS];
 	struct ggml_tensor * v[MAX_PARAMS];
 
-	struct ggml_tensor * logits; // [V, n_sel]
-	struct ggml_tensor * loss;   // scalar
-	struct ggml_tensor * pred;   // I32 [n_sel]
-	struct ggml_cgraph * g_fwd, * g_grad, * g_train;
-	struct ggml_cgraph * allocated; // the graph the allocator last placed
+	// One graph instance per mode, each with its own tensors and allocator: ggml's allocator
+	// places a tensor only once (it skips tensors that already have data), so graphs that
+	// shared tensors would overwrite each other's memory.
+	graph_inst fwd, grad, train;
 
 	float * onehot;   // V × n_sel staging
 	int32_t * targets;
@@ -90,10 +98,10 @@ static struct ggml_tensor * input_grad(struct ggml_context * ctx, struct ggml_te
 // RMS_NORM_BACK. The incoming gradient is marked as an output: the allocator may otherwise run
 // RMS_NORM_BACK in place over it, and the CPU kernel overwrites it before reading it (a silent
 // ggml bug; DESIGN.md).
-static struct ggml_tensor * norm_back(probe_trainer * t, struct ggml_tensor * dh, struct ggml_tensor * x,
+static struct ggml_tensor * norm_back(probe_trainer * t, graph_inst * g, struct ggml_tensor * dh, struct ggml_tensor * x,
                                       struct ggml_tensor * a, struct ggml_tensor * w, int iw) {
-	struct ggml_context * ctx = t->ctx_compute;
-	t->grads[iw] = ggml_repeat_back(ctx, ggml_mul(ctx, dh, a), w);
+	struct ggml_context * ctx = g->ctx;
+	g->grads[iw] = ggml_repeat_back(ctx, ggml_mul(ctx, dh, a), w);
 	struct ggml_tensor * da = ggml_mul(ctx, dh, w);
 	if (t->cfg.rms_norm_fix) {
 		ggml_set_output(da);
@@ -101,18 +109,24 @@ static struct ggml_tensor * norm_back(probe_trainer * t, struct ggml_tensor * dh
 	return ggml_rms_norm_back(ctx, da, x, t->cfg.norm_eps);
 }
 
-static struct ggml_tensor * rope(probe_trainer * t, struct ggml_tensor * x, bool back) {
+static struct ggml_tensor * rope(probe_trainer * t, struct ggml_context * ctx, struct ggml_tensor * x, bool back) {
 	const probe_train_config * c = &t->cfg;
 	const int hd = c->n_embd / c->n_head;
 	if (back) {
-		return ggml_rope_ext_back(t->ctx_compute, x, t->pos, NULL, hd, 0, 0, c->rope_theta, 1.0f, 0.0f, 1.0f, 32.0f, 1.0f);
+		return ggml_rope_ext_back(ctx, x, t->pos, NULL, hd, 0, 0, c->rope_theta, 1.0f, 0.0f, 1.0f, 32.0f, 1.0f);
 	}
-	return ggml_rope_ext(t->ctx_compute, x, t->pos, NULL, hd, 0, 0, c->rope_theta, 1.0f, 0.0f, 1.0f, 32.0f, 1.0f);
+	return ggml_rope_ext(ctx, x, t->pos, NULL, hd, 0, 0, c->rope_theta, 1.0f, 0.0f, 1.0f, 32.0f, 1.0f);
 }
 
-static void build(probe_trainer * t) {
+// build makes the graph of one mode: the forward pass (loss, logits, predictions), then for
+// MODE_GRAD and MODE_TRAIN the backward pass, then for MODE_TRAIN the AdamW steps.
+static void build(probe_trainer * t, graph_inst * G, int mode) {
 	const probe_train_config * c = &t->cfg;
-	struct ggml_context * ctx = t->ctx_compute;
+	struct ggml_init_params cp = {GRAPH_SIZE * ggml_tensor_overhead() + ggml_graph_overhead_custom(GRAPH_SIZE, false), NULL, true};
+	G->ctx = ggml_init(cp);
+	G->galloc = ggml_gallocr_new(ggml_backend_get_default_buffer_type(t->backend));
+	G->graph = ggml_new_graph_custom(G->ctx, GRAPH_SIZE, false);
+	struct ggml_context * ctx = G->ctx;
 	const int E = c->n_embd, H = c->n_head, hd = E / H, T = c->seq_len, B = c->n_rows, N = T * B, L = c->n_layer;
 	const float scale = 1.0f / sqrtf((float) hd);
 	struct ggml_tensor ** P = t->params;
@@ -127,8 +141,8 @@ static void build(probe_trainer * t) {
 		A->a1 = ggml_rms_norm(ctx, x, c->norm_eps);
 		struct ggml_tensor * h1 = ggml_mul(ctx, A->a1, w[0]);
 		A->h1T = T_(ctx, h1);
-		struct ggml_tensor * q = rope(t, ggml_reshape_3d(ctx, ggml_mul_mat(ctx, w[1], h1), hd, H, N), false);
-		struct ggml_tensor * k = rope(t, ggml_reshape_3d(ctx, ggml_mul_mat(ctx, w[2], h1), hd, H, N), false);
+		struct ggml_tensor * q = rope(t, ctx, ggml_reshape_3d(ctx, ggml_mul_mat(ctx, w[1], h1), hd, H, N), false);
+		struct ggml_tensor * k = rope(t, ctx, ggml_reshape_3d(ctx, ggml_mul_mat(ctx, w[2], h1), hd, H, N), false);
 		struct ggml_tensor * v = ggml_reshape_4d(ctx, ggml_mul_mat(ctx, w[3], h1), hd, H, T, B);
 		A->qp = ggml_permute(ctx, ggml_reshape_4d(ctx, q, hd, H, T, B), 0, 2, 1, 3); // [hd, T, H, B]
 		A->kp = ggml_permute(ctx, ggml_reshape_4d(ctx, k, hd, H, T, B), 0, 2, 1, 3);
@@ -151,36 +165,39 @@ static void build(probe_trainer * t) {
 	struct ggml_tensor * af = ggml_rms_norm(ctx, x, c->norm_eps);
 	struct ggml_tensor * hf = ggml_mul(ctx, af, P[io]);
 	struct ggml_tensor * hsel = ggml_get_rows(ctx, hf, t->sel); // [E, n_sel]: loss positions only
-	t->logits = ggml_mul_mat(ctx, P[io + 1], hsel);             // [V, n_sel]
-	t->loss = ggml_cross_entropy_loss(ctx, t->logits, t->labels);
-	t->pred = ggml_argmax(ctx, t->logits);
-	ggml_set_output(t->logits);
-	ggml_set_output(t->loss);
-	ggml_set_output(t->pred);
-	t->g_fwd = ggml_new_graph_custom(ctx, GRAPH_SIZE, false);
-	ggml_build_forward_expand(t->g_fwd, t->loss);
-	ggml_build_forward_expand(t->g_fwd, t->pred);
+	G->logits = ggml_mul_mat(ctx, P[io + 1], hsel);             // [V, n_sel]
+	G->loss = ggml_cross_entropy_loss(ctx, G->logits, t->labels);
+	G->pred = ggml_argmax(ctx, G->logits);
+	ggml_set_output(G->logits);
+	ggml_set_output(G->loss);
+	ggml_set_output(G->pred);
+	ggml_build_forward_expand(G->graph, G->loss);
+	ggml_build_forward_expand(G->graph, G->pred);
+	if (mode == MODE_FORWARD) {
+		free(acts);
+		return;
+	}
 
 	// Backward.
-	struct ggml_tensor * dlogits = ggml_cross_entropy_loss_back(ctx, t->one, t->logits, t->labels);
-	t->grads[io + 1] = weight_grad(ctx, T_(ctx, hsel), dlogits);
+	struct ggml_tensor * dlogits = ggml_cross_entropy_loss_back(ctx, t->one, G->logits, t->labels);
+	G->grads[io + 1] = weight_grad(ctx, T_(ctx, hsel), dlogits);
 	struct ggml_tensor * dhf = ggml_get_rows_back(ctx, input_grad(ctx, P[io + 1], dlogits), t->sel, hf);
-	struct ggml_tensor * dx = norm_back(t, dhf, x, af, P[io], io);
+	struct ggml_tensor * dx = norm_back(t, G, dhf, x, af, P[io], io);
 	for (int l = L - 1; l >= 0; l--) {
 		struct ggml_tensor ** w = &P[1 + 9 * l];
 		const int iw = 1 + 9 * l;
 		layer_acts * A = &acts[l];
 		// Feed-forward: x3 = x2 + Wd (SiLU(g) ⊙ u), g = Wg h2, u = Wu h2.
-		t->grads[iw + 8] = weight_grad(ctx, T_(ctx, A->s), dx);
+		G->grads[iw + 8] = weight_grad(ctx, T_(ctx, A->s), dx);
 		struct ggml_tensor * ds = input_grad(ctx, w[8], dx);
 		struct ggml_tensor * dg = ggml_silu_back(ctx, ggml_mul(ctx, ds, A->u), A->g);
 		struct ggml_tensor * du = ggml_mul(ctx, ds, A->sg);
-		t->grads[iw + 6] = weight_grad(ctx, A->h2T, dg);
-		t->grads[iw + 7] = weight_grad(ctx, A->h2T, du);
+		G->grads[iw + 6] = weight_grad(ctx, A->h2T, dg);
+		G->grads[iw + 7] = weight_grad(ctx, A->h2T, du);
 		struct ggml_tensor * dh2 = ggml_add(ctx, input_grad(ctx, w[6], dg), input_grad(ctx, w[7], du));
-		struct ggml_tensor * dx2 = ggml_add(ctx, dx, norm_back(t, dh2, A->x2, A->a2, w[5], iw + 5));
+		struct ggml_tensor * dx2 = ggml_add(ctx, dx, norm_back(t, G, dh2, A->x2, A->a2, w[5], iw + 5));
 		// Attention: x2 = x + Wo merge(softmax(kᵀq·scale + mask) v).
-		t->grads[iw + 4] = weight_grad(ctx, T_(ctx, A->merged), dx2);
+		G->grads[iw + 4] = weight_grad(ctx, T_(ctx, A->merged), dx2);
 		struct ggml_tensor * dmerged = input_grad(ctx, w[4], dx2);
 		struct ggml_tensor * dO = ggml_cont(ctx, ggml_permute(ctx, ggml_reshape_4d(ctx, dmerged, hd, H, T, B), 0, 2, 1, 3));
 		struct ggml_tensor * dP = ggml_mul_mat(ctx, A->vq, dO);               // [Tk, Tq, H, B]
@@ -188,31 +205,29 @@ static void build(probe_trainer * t) {
 		struct ggml_tensor * dS = ggml_soft_max_ext_back(ctx, dP, A->P, scale, 0.0f);
 		struct ggml_tensor * dqp = ggml_mul_mat(ctx, T_(ctx, A->kp), dS);         // [hd, Tq, H, B]
 		struct ggml_tensor * dkp = ggml_mul_mat(ctx, T_(ctx, A->qp), T_(ctx, dS)); // [hd, Tk, H, B]
-		struct ggml_tensor * dq = rope(t, ggml_reshape_3d(ctx, ggml_cont(ctx, ggml_permute(ctx, dqp, 0, 2, 1, 3)), hd, H, N), true);
-		struct ggml_tensor * dk = rope(t, ggml_reshape_3d(ctx, ggml_cont(ctx, ggml_permute(ctx, dkp, 0, 2, 1, 3)), hd, H, N), true);
+		struct ggml_tensor * dq = rope(t, ctx, ggml_reshape_3d(ctx, ggml_cont(ctx, ggml_permute(ctx, dqp, 0, 2, 1, 3)), hd, H, N), true);
+		struct ggml_tensor * dk = rope(t, ctx, ggml_reshape_3d(ctx, ggml_cont(ctx, ggml_permute(ctx, dkp, 0, 2, 1, 3)), hd, H, N), true);
 		struct ggml_tensor * dv = ggml_reshape_2d(ctx, ggml_cont(ctx, ggml_permute(ctx, dvp, 2, 0, 1, 3)), E, N);
 		dq = ggml_reshape_2d(ctx, dq, E, N);
 		dk = ggml_reshape_2d(ctx, dk, E, N);
-		t->grads[iw + 1] = weight_grad(ctx, A->h1T, dq);
-		t->grads[iw + 2] = weight_grad(ctx, A->h1T, dk);
-		t->grads[iw + 3] = weight_grad(ctx, A->h1T, dv);
+		G->grads[iw + 1] = weight_grad(ctx, A->h1T, dq);
+		G->grads[iw + 2] = weight_grad(ctx, A->h1T, dk);
+		G->grads[iw + 3] = weight_grad(ctx, A->h1T, dv);
 		struct ggml_tensor * dh1 = ggml_add(ctx, ggml_add(ctx, input_grad(ctx, w[1], dq), input_grad(ctx, w[2], dk)), input_grad(ctx, w[3], dv));
-		dx = ggml_add(ctx, dx2, norm_back(t, dh1, A->x, A->a1, w[0], iw));
+		dx = ggml_add(ctx, dx2, norm_back(t, G, dh1, A->x, A->a1, w[0], iw));
 	}
-	t->grads[0] = ggml_get_rows_back(ctx, dx, t->tokens, P[0]);
+	G->grads[0] = ggml_get_rows_back(ctx, dx, t->tokens, P[0]);
 
-	t->g_grad = ggml_new_graph_custom(ctx, GRAPH_SIZE, false);
-	ggml_build_forward_expand(t->g_grad, t->loss);
-	ggml_build_forward_expand(t->g_grad, t->pred);
 	for (int i = 0; i < t->n_params; i++) {
-		ggml_set_output(t->grads[i]);
-		ggml_build_forward_expand(t->g_grad, t->grads[i]);
+		ggml_set_output(G->grads[i]);
+		ggml_build_forward_expand(G->graph, G->grads[i]);
 	}
-	// The optimizer steps come after every gradient in graph order, so no backward op reads a
-	// weight that has already been updated.
-	t->g_train = ggml_graph_dup(ctx, t->g_grad, false);
-	for (int i = 0; i < t->n_params; i++) {
-		ggml_build_forward_expand(t->g_train, ggml_opt_step_adamw(ctx, P[i], t->grads[i], t->m[i], t->v[i], t->adamw));
+	if (mode == MODE_TRAIN) {
+		// The optimizer steps come after every gradient in graph order, so no backward op reads
+		// a weight that has already been updated.
+		for (int i = 0; i < t->n_params; i++) {
+			ggml_build_forward_expand(G->graph, ggml_opt_step_adamw(ctx, P[i], G->grads[i], t->m[i], t->v[i], t->adamw));
+		}
 	}
 	free(acts);
 }
@@ -275,10 +290,9 @@ probe_trainer * probe_trainer_new(const probe_train_config * cfg, char * err, in
 	const float one = 1.0f;
 	ggml_backend_tensor_set(t->one, &one, 0, sizeof one);
 
-	struct ggml_init_params cp = {GRAPH_SIZE * ggml_tensor_overhead() + 3 * ggml_graph_overhead_custom(GRAPH_SIZE, false), NULL, true};
-	t->ctx_compute = ggml_init(cp);
-	build(t);
-	t->galloc = ggml_gallocr_new(ggml_backend_get_default_buffer_type(t->backend));
+	build(t, &t->fwd, MODE_FORWARD);
+	build(t, &t->grad, MODE_GRAD);
+	build(t, &t->train, MODE_TRAIN);
 	t->onehot = calloc((size_t) V * S, sizeof(float));
 	t->targets = calloc((size_t) S, sizeof(int32_t));
 	t->preds = calloc((size_t) S, sizeof(int32_t));
@@ -289,8 +303,11 @@ void probe_trainer_free(probe_trainer * t) {
 	if (t == NULL) {
 		return;
 	}
-	if (t->galloc) ggml_gallocr_free(t->galloc);
-	if (t->ctx_compute) ggml_free(t->ctx_compute);
+	graph_inst * gs[3] = {&t->fwd, &t->grad, &t->train};
+	for (int i = 0; i < 3; i++) {
+		if (gs[i]->galloc) ggml_gallocr_free(gs[i]->galloc);
+		if (gs[i]->ctx) ggml_free(gs[i]->ctx);
+	}
 	if (t->buf_static) ggml_backend_buffer_free(t->buf_static);
 	if (t->ctx_static) ggml_free(t->ctx_static);
 	if (t->backend) ggml_backend_free(t->backend);
@@ -313,7 +330,7 @@ void probe_trainer_get_param(const probe_trainer * t, int i, float * dst) {
 }
 
 void probe_trainer_get_grad(probe_trainer * t, int i, float * dst) {
-	ggml_backend_tensor_get(t->grads[i], dst, 0, ggml_nbytes(t->grads[i]));
+	ggml_backend_tensor_get(t->grad.grads[i], dst, 0, ggml_nbytes(t->grad.grads[i]));
 }
 
 void probe_trainer_set_batch(probe_trainer * t, const int32_t * tokens, const int32_t * pos, const float * mask,
@@ -331,17 +348,17 @@ void probe_trainer_set_batch(probe_trainer * t, const int32_t * tokens, const in
 	ggml_backend_tensor_set(t->labels, t->onehot, 0, ggml_nbytes(t->labels));
 }
 
-static float run(probe_trainer * t, struct ggml_cgraph * g, int64_t * ncorrect) {
-	if (!ggml_gallocr_alloc_graph(t->galloc, g)) {
+static float run(probe_trainer * t, graph_inst * G, int64_t * ncorrect) {
+	if (!ggml_gallocr_alloc_graph(G->galloc, G->graph)) {
 		return NAN;
 	}
-	if (ggml_backend_graph_compute(t->backend, g) != GGML_STATUS_SUCCESS) {
+	if (ggml_backend_graph_compute(t->backend, G->graph) != GGML_STATUS_SUCCESS) {
 		return NAN;
 	}
 	float loss = NAN;
-	ggml_backend_tensor_get(t->loss, &loss, 0, sizeof loss);
+	ggml_backend_tensor_get(G->loss, &loss, 0, sizeof loss);
 	if (ncorrect != NULL) {
-		ggml_backend_tensor_get(t->pred, t->preds, 0, ggml_nbytes(t->pred));
+		ggml_backend_tensor_get(G->pred, t->preds, 0, ggml_nbytes(G->pred));
 		int64_t n = 0;
 		for (int i = 0; i < t->cfg.n_sel; i++) {
 			n += t->preds[i] == t->targets[i];
@@ -357,17 +374,17 @@ float probe_trainer_step(probe_trainer * t, float lr, float wd, int64_t * ncorre
 	const float pars[7] = {lr, beta1, beta2, 1e-8f, wd, 1.0f / (1.0f - powf(beta1, (float) t->iter)),
 	                       1.0f / (1.0f - powf(beta2, (float) t->iter))};
 	ggml_backend_tensor_set(t->adamw, pars, 0, sizeof pars);
-	return run(t, t->g_train, ncorrect);
+	return run(t, &t->train, ncorrect);
 }
 
 float probe_trainer_forward(probe_trainer * t, float * logits) {
-	float loss = run(t, t->g_fwd, NULL);
+	float loss = run(t, &t->fwd, NULL);
 	if (logits != NULL) {
-		ggml_backend_tensor_get(t->logits, logits, 0, ggml_nbytes(t->logits));
+		ggml_backend_tensor_get(t->fwd.logits, logits, 0, ggml_nbytes(t->fwd.logits));
 	}
 	return loss;
 }
 
 float probe_trainer_grad(probe_trainer * t) {
-	return run(t, t->g_grad, NULL);
+	return run(t, &t->grad, NULL);
 }
