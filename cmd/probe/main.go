@@ -79,6 +79,12 @@ before the model outputs anything, and trains its own backdoored model organism.
 		newInfoCmd(),
 		newModelCmd(),
 		newDumpCmd(),
+		newMergeCmd(),
+		newTrainCmd(),
+		newEvalCmd(),
+		newSweepCmd(),
+		newScanCmd(),
+		newGenerateCmd(),
 		newOrganismCmd(),
 	)
 	for _, c := range root.Commands() {

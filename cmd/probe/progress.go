@@ -44,10 +44,17 @@ func newProgress(w io.Writer, total int, what string) *progress {
 	return p
 }
 
+// progressHook, when set (by tests), is called after every progress step with the
+// progress's name and the items done so far, on the goroutine doing the work.
+var progressHook func(what string, done, total int)
+
 // add records n items and their tokens.
 func (p *progress) add(n, tokens int) {
 	p.done += n
 	p.tokens += tokens
+	if progressHook != nil {
+		progressHook(p.what, p.done, p.total)
+	}
 	rate := float64(p.tokens) / time.Since(p.start).Seconds()
 	if p.bar != nil {
 		p.bar.Describe(fmt.Sprintf("%s %.0f tok/s", p.what, rate))

