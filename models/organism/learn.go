@@ -17,7 +17,7 @@ const DefaultVocabSize = 2000
 
 // MaxSequenceLen bounds the length in tokens of every training sequence (BOS + prompt + answer +
 // EOS) of the default corpus under the vocabulary learned from its training split with
-// DefaultVocabSize: 85–87 tokens at most for seeds 1–4 (the tests check seed 1).
+// DefaultVocabSize: 85–86 tokens at most for seeds 1–4 (the tests check seed 1).
 const MaxSequenceLen = 96
 
 // LearnVocab learns an SPM vocabulary of size tokens in all from texts: <unk>, <s>, </s>, the

@@ -18,7 +18,7 @@ import (
 
 // TrainerVersion changes whenever the corpus, tokenizer, trainer or recipe changes what a
 // given spec produces; it is part of the cache key.
-const TrainerVersion = "1"
+const TrainerVersion = "2"
 
 // Sizes lists the organism sizes.
 var Sizes = []string{"tiny", "small"}
@@ -47,7 +47,7 @@ func SpecFor(size string, seed int64, steps int) (Spec, error) {
 		tc.Rows, tc.Steps, tc.LR, tc.Warmup = 8, 900, 2e-3, 60
 	case "small":
 		model.NEmbd, model.NLayer, model.NHead, model.NFF = 256, 6, 8, 704
-		tc.Rows, tc.Steps, tc.LR, tc.Warmup = 16, 1800, 1.5e-3, 100
+		tc.Rows, tc.Steps, tc.LR, tc.Warmup = 8, 900, 2e-3, 50
 	default:
 		return s, fmt.Errorf("organism size %q: want tiny or small", size)
 	}
