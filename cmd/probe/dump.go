@@ -1,9 +1,11 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -85,8 +87,7 @@ func (f *dumpFlags) items(cmd *cobra.Command) ([]promptItem, error) {
 }
 
 func runDump(cmd *cobra.Command, f *dumpFlags) error {
-	positions, err := bindings.ParsePositions(f.positions)
-	if err != nil {
+	if _, err := bindings.ParsePositions(f.positions); err != nil {
 		return err
 	}
 	if f.dtype != probe.DTypeF32 && f.dtype != probe.DTypeF16 {
@@ -107,29 +108,44 @@ func runDump(cmd *cobra.Command, f *dumpFlags) error {
 	if len(items) == 0 {
 		return fmt.Errorf("shard %d/%d holds no prompts", si, sn)
 	}
+	man, err := dumpPrompts(cmd.Context(), f, items, fmt.Sprintf("%d/%d", si, sn), cmd.ErrOrStderr())
+	if err != nil {
+		return err
+	}
+	return printDumpSummary(cmd, f, man)
+}
+
+// dumpPrompts captures items with the model and settings of f into the store f.out (resuming
+// it with f.resume) and returns its final manifest. shard names the part of the input this
+// is ("0/1" for all of it). Progress goes to stderr.
+func dumpPrompts(ctx context.Context, f *dumpFlags, items []promptItem, shard string, stderr io.Writer) (*probe.Manifest, error) {
+	positions, err := bindings.ParsePositions(f.positions)
+	if err != nil {
+		return nil, err
+	}
 	if !f.resume {
 		if err := checkFreshDir(f.out); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	m, c, err := f.mf.open()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer m.Close()
 	defer c.Close()
 	info := m.Info()
 	layers, err := bindings.ParseLayers(f.layers, info.Layers)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := tokenizeItems(m, items, c.Options().NCtx); err != nil {
-		return err
+		return nil, err
 	}
 	meta := probe.Manifest{
 		Model:  probe.ModelInfo{Path: info.Path, Fingerprint: info.Fingerprint, Arch: info.Arch, NEmbd: info.Embd, NLayer: info.Layers},
 		Layers: layers, Point: probe.PointResidual, Positions: string(positions), DType: f.dtype, NEmbd: info.Embd,
-		Meta: map[string]string{"tool": "probe " + version, "kv_type": f.mf.kvType, "shard": fmt.Sprintf("%d/%d", si, sn)},
+		Meta: map[string]string{"tool": "probe " + version, "kv_type": f.mf.kvType, "shard": shard},
 	}
 	opts := probe.StoreOptions{ShardBytes: int64(f.shardMB) << 20}
 	var w *probe.StoreWriter
@@ -139,14 +155,14 @@ func runDump(cmd *cobra.Command, f *dumpFlags) error {
 		w, err = probe.CreateStore(f.out, meta, opts)
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
 	todo := slices.DeleteFunc(slices.Clone(items), func(it promptItem) bool { return w.Done(it.ID) })
 	if f.resume && len(todo) < len(items) {
-		fmt.Fprintf(cmd.ErrOrStderr(), "resuming: %d of %d prompts already dumped\n", len(items)-len(todo), len(items))
+		fmt.Fprintf(stderr, "resuming: %d of %d prompts already dumped\n", len(items)-len(todo), len(items))
 	}
 	spec := bindings.CaptureSpec{Layers: layers, Positions: positions}
-	prog := newProgress(cmd.ErrOrStderr(), len(todo), "dump")
+	prog := newProgress(stderr, len(todo), "dump")
 	chunk := c.Options().NSeq
 	for start := 0; start < len(todo); start += chunk {
 		batch := todo[start:min(start+chunk, len(todo))]
@@ -156,28 +172,28 @@ func runDump(cmd *cobra.Command, f *dumpFlags) error {
 			seqs[i] = it.Tokens
 			ntok += len(it.Tokens)
 		}
-		acts, err := c.Capture(cmd.Context(), seqs, spec)
+		acts, err := c.Capture(ctx, seqs, spec)
 		if err != nil {
-			if cmd.Context().Err() != nil {
-				return interrupted(w, f.out, start, len(todo))
+			if ctx.Err() != nil {
+				return nil, interrupted(w, f.out, start, len(todo))
 			}
 			_ = w.Flush()
-			return err
+			return nil, err
 		}
 		if err := appendActs(w, m, batch, acts); err != nil {
-			return err
+			return nil, err
 		}
 		prog.add(len(batch), ntok)
-		if cmd.Context().Err() != nil && start+chunk < len(todo) {
-			return interrupted(w, f.out, start+len(batch), len(todo))
+		if ctx.Err() != nil && start+chunk < len(todo) {
+			return nil, interrupted(w, f.out, start+len(batch), len(todo))
 		}
 	}
 	prog.finish()
 	if err := w.Close(); err != nil {
-		return err
+		return nil, err
 	}
 	man := w.Manifest()
-	return printDumpSummary(cmd, f, &man)
+	return &man, nil
 }
 
 // checkFreshDir refuses an output directory that already holds files: nothing is overwritten.

@@ -86,6 +86,7 @@ before the model outputs anything, and trains its own backdoored model organism.
 		newScanCmd(),
 		newGenerateCmd(),
 		newOrganismCmd(),
+		newDemoCmd(),
 	)
 	for _, c := range root.Commands() {
 		c.SilenceUsage = true
