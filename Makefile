@@ -1,4 +1,6 @@
-# probe — build, test and demo. Every Go command that touches cgo goes through here,
+# probe — build, test and demo.
+# Test packages run one at a time (-p 1): ggml's worker threads spin-wait at every op, so two
+# test binaries sharing two cores slow each other down many times over. Every Go command that touches cgo goes through here,
 # because cgo can only say ${SRCDIR} and llama.cpp's headers live in the ollama module.
 SHELL := /bin/bash
 GO ?= go
@@ -40,11 +42,11 @@ vet:
 
 test: vet
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { gofmt -l .; echo "gofmt needed"; exit 1; }
-	$(GO) test -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) ./...
+	$(GO) test -p 1 -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) ./...
 	CGO_ENABLED=0 $(GO) test -timeout 10m ./probe/...
 
 race:
-	$(GO) test -race -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) ./...
+	$(GO) test -p 1 -race -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) ./...
 
 demo: build
 	./$(BIN) demo -o $(DEMO_DIR)

@@ -255,15 +255,12 @@ func (c *Context) setRequest(points []Point, layers []int) error {
 // as the context's NSeq and NCtx allow), in batches of NBatch tokens. ctx is checked between
 // decodes.
 func (c *Context) Capture(ctx context.Context, seqs [][]int32, spec CaptureSpec) (*Activations, error) {
-	if err := c.enter(); err != nil {
+	end, err := c.begin()
+	if err != nil {
 		return nil, err
 	}
-	defer c.leave()
-	if err := c.m.acquire(); err != nil {
-		return nil, err
-	}
-	defer c.m.release()
-	spec, err := c.resolve(spec)
+	defer end()
+	spec, err = c.resolve(spec)
 	if err != nil {
 		return nil, fmt.Errorf("capture: %w", err)
 	}

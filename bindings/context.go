@@ -171,6 +171,18 @@ func (c *Context) enter() error {
 
 func (c *Context) leave() { c.busy.Unlock() }
 
+// begin enters the context and takes the model's read lock; end releases both.
+func (c *Context) begin() (end func(), err error) {
+	if err := c.enter(); err != nil {
+		return nil, err
+	}
+	if err := c.m.acquire(); err != nil {
+		c.leave()
+		return nil, err
+	}
+	return func() { c.m.release(); c.leave() }, nil
+}
+
 // batchToken is one entry of a llama_batch.
 type batchToken struct {
 	token  int32

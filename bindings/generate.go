@@ -62,14 +62,11 @@ type Generation struct {
 // called with the token and the residual stream at the requested layers; returning false stops
 // generation and discards that token (so a monitor can stop output before it appears).
 func (c *Context) Generate(ctx context.Context, prompt []int32, opts GenerateOptions, fn func(Step) bool) (*Generation, error) {
-	if err := c.enter(); err != nil {
+	end, err := c.begin()
+	if err != nil {
 		return nil, err
 	}
-	defer c.leave()
-	if err := c.m.acquire(); err != nil {
-		return nil, err
-	}
-	defer c.m.release()
+	defer end()
 	if err := c.checkSequences([][]int32{prompt}); err != nil {
 		return nil, fmt.Errorf("generate: %w", err)
 	}

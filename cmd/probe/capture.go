@@ -24,6 +24,33 @@ func captureRows(ctx context.Context, c *bindings.Context, items []promptItem, l
 		out[l] = probe.NewMatrix(len(items), d, nil)
 	}
 	spec := bindings.CaptureSpec{Layers: layers, Positions: pos}
+	err := captureChunks(ctx, c, items, spec, func(start int, batch []promptItem, acts *bindings.Activations, ntok int) error {
+		for k, l := range acts.Layers {
+			res := acts.Residual(l)
+			m := out[layers[k]]
+			for r, row := range acts.Rows {
+				copy(m.Row(start+row.Seq), res[r*d:(r+1)*d])
+			}
+		}
+		if prog != nil {
+			prog.add(len(batch), ntok)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if prog != nil {
+		prog.finish()
+	}
+	return out, nil
+}
+
+// captureChunks runs tokenized prompts through the context in chunks of its NSeq prompts, one
+// Capture call per chunk (several prompts per llama_decode), and hands each chunk's
+// activations to fn with the chunk's offset in items and its token count.
+func captureChunks(ctx context.Context, c *bindings.Context, items []promptItem, spec bindings.CaptureSpec,
+	fn func(start int, batch []promptItem, acts *bindings.Activations, ntok int) error) error {
 	chunk := max(c.Options().NSeq, 1)
 	for start := 0; start < len(items); start += chunk {
 		batch := items[start:min(start+chunk, len(items))]
@@ -35,21 +62,11 @@ func captureRows(ctx context.Context, c *bindings.Context, items []promptItem, l
 		}
 		acts, err := c.Capture(ctx, seqs, spec)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		for k, l := range acts.Layers {
-			res := acts.Residual(l)
-			m := out[layers[k]]
-			for r, row := range acts.Rows {
-				copy(m.Row(start+row.Seq), res[r*d:(r+1)*d])
-			}
-		}
-		if prog != nil {
-			prog.add(len(batch), ntok)
+		if err := fn(start, batch, acts, ntok); err != nil {
+			return err
 		}
 	}
-	if prog != nil {
-		prog.finish()
-	}
-	return out, nil
+	return nil
 }

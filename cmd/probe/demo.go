@@ -241,19 +241,13 @@ func ensureOrganism(ctx context.Context, f *demoFlags, logf recipe.Logger) (stri
 	if f.threads > 0 {
 		spec.Train.Threads = f.threads
 	}
-	path := filepath.Join(f.cache, fmt.Sprintf("organism-%s-%s.gguf", spec.Size, spec.Key()))
+	path := recipe.CachedPath(spec, f.cache)
 	if _, err := os.Stat(path); err == nil {
-		card, err := recipe.ReadCard(path)
-		if err == nil {
-			logf("using the cached organism %s", path)
-			return path, spec, card, nil
-		}
+		logf("using the cached organism %s", path)
+	} else {
+		logf("training the %s organism (once; cached as %s)", spec.Size, path)
 	}
-	if err := os.MkdirAll(f.cache, 0o755); err != nil {
-		return "", spec, nil, err
-	}
-	logf("training the %s organism (once; cached as %s)", spec.Size, path)
-	card, err := recipe.Build(ctx, spec, path, logf)
+	path, card, err := recipe.Cached(ctx, spec, f.cache, logf)
 	if err != nil {
 		return "", spec, nil, err
 	}

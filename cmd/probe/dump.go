@@ -163,30 +163,24 @@ func dumpPrompts(ctx context.Context, f *dumpFlags, items []promptItem, shard st
 	}
 	spec := bindings.CaptureSpec{Layers: layers, Positions: positions}
 	prog := newProgress(stderr, len(todo), "dump")
-	chunk := c.Options().NSeq
-	for start := 0; start < len(todo); start += chunk {
-		batch := todo[start:min(start+chunk, len(todo))]
-		seqs := make([][]int32, len(batch))
-		ntok := 0
-		for i, it := range batch {
-			seqs[i] = it.Tokens
-			ntok += len(it.Tokens)
-		}
-		acts, err := c.Capture(ctx, seqs, spec)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil, interrupted(w, f.out, start, len(todo))
-			}
-			_ = w.Flush()
-			return nil, err
-		}
+	done := 0
+	err = captureChunks(ctx, c, todo, spec, func(start int, batch []promptItem, acts *bindings.Activations, ntok int) error {
 		if err := appendActs(w, m, batch, acts); err != nil {
-			return nil, err
+			return err
 		}
+		done = start + len(batch)
 		prog.add(len(batch), ntok)
-		if ctx.Err() != nil && start+chunk < len(todo) {
-			return nil, interrupted(w, f.out, start+len(batch), len(todo))
+		if done < len(todo) {
+			return ctx.Err() // stop between chunks on Ctrl-C or SIGTERM
 		}
+		return nil
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, interrupted(w, f.out, done, len(todo))
+		}
+		_ = w.Flush()
+		return nil, err
 	}
 	prog.finish()
 	if err := w.Close(); err != nil {

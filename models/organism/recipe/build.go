@@ -153,3 +153,28 @@ func Build(ctx context.Context, spec Spec, out string, logf Logger) (*Card, erro
 	}
 	return card, nil
 }
+
+// CachedPath is where Cached keeps the organism of a spec inside dir.
+func CachedPath(spec Spec, dir string) string {
+	return filepath.Join(dir, fmt.Sprintf("organism-%s-%s.gguf", spec.Size, spec.Key()))
+}
+
+// Cached returns the organism of spec from dir, building it there first if it is missing (or
+// its card is). The file name carries the spec's key, which covers the configuration, the seed
+// and TrainerVersion, so a changed recipe is never served from the cache.
+func Cached(ctx context.Context, spec Spec, dir string, logf Logger) (string, *Card, error) {
+	path := CachedPath(spec, dir)
+	if _, err := os.Stat(path); err == nil {
+		if card, err := ReadCard(path); err == nil {
+			return path, card, nil
+		}
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", nil, err
+	}
+	card, err := Build(ctx, spec, path, logf)
+	if err != nil {
+		return "", nil, err
+	}
+	return path, card, nil
+}

@@ -24,7 +24,7 @@ func exportRandom(t *testing.T, spec Spec, vocabSize int, rows, seqLen int) (*tr
 	cfg := spec.Train
 	cfg.Model = spec.Model
 	cfg.Model.NVocab = vocab.Size()
-	cfg.SeqLen, cfg.Rows, cfg.LossTokens = seqLen, rows, seqLen*rows
+	cfg.SeqLen, cfg.Rows, cfg.LossTokens, cfg.Threads = seqLen, rows, seqLen*rows, 1
 	tr, err := train.New(cfg)
 	require.NoError(t, err)
 	t.Cleanup(tr.Close)

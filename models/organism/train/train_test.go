@@ -87,7 +87,7 @@ func gradCheck(t *testing.T, cfg Config, rmsFix bool) float64 {
 // RMSNorm, RoPE, masked attention with packed sequences, SwiGLU, output head) against finite
 // differences, with several sequences packed into each row.
 func TestGradientsMatchFiniteDifferences(t *testing.T) {
-	cfg := Config{Model: tinyModel(4), SeqLen: 12, Rows: 2, LossTokens: 10, Threads: 2}
+	cfg := Config{Model: tinyModel(4), SeqLen: 12, Rows: 2, LossTokens: 10, Threads: 1}
 	worst := gradCheck(t, cfg, true)
 	t.Logf("worst relative error %.3g (bound 5e-2)", worst)
 	_, err := New(Config{Model: tinyModel(2), SeqLen: 12, Rows: 2})
@@ -97,7 +97,7 @@ func TestGradientsMatchFiniteDifferences(t *testing.T) {
 // TestGradientCheckCatchesRMSNormBug: without the work-around for ggml's in-place RMS_NORM_BACK
 // the same check fails, so the check above can fail.
 func TestGradientCheckCatchesRMSNormBug(t *testing.T) {
-	cfg := Config{Model: tinyModel(4), SeqLen: 12, Rows: 2, LossTokens: 10, Threads: 2}
+	cfg := Config{Model: tinyModel(4), SeqLen: 12, Rows: 2, LossTokens: 10, Threads: 1}
 	worst := gradCheck(t, cfg, false)
 	t.Logf("without the work-around: worst relative error %.3g", worst)
 	assert.Greater(t, worst, 0.2)
@@ -107,7 +107,7 @@ func TestGradientCheckCatchesRMSNormBug(t *testing.T) {
 // pass computes for the exported weights (the reference is checked against llama.cpp in the
 // bindings tests; TestExportRunsInLlamaCpp closes the loop directly).
 func TestLogitsMatchReference(t *testing.T) {
-	cfg := Config{Model: tinyModel(4), SeqLen: 10, Rows: 1, LossTokens: 10, Threads: 2}
+	cfg := Config{Model: tinyModel(4), SeqLen: 10, Rows: 1, LossTokens: 10, Threads: 1}
 	cfg.Model.NVocab = 400 // room for the byte tokens of a GGUF vocabulary
 	tr, err := New(cfg)
 	require.NoError(t, err)
@@ -139,7 +139,7 @@ func testVocab(t testing.TB, n int) *models.Vocab {
 // TestTrainLearns: on a copy task the loss falls far below chance and the same seed gives the
 // same weights.
 func TestTrainLearns(t *testing.T) {
-	cfg := Config{Model: tinyModel(4), SeqLen: 16, Rows: 8, Steps: 300, LR: 3e-3, MinLR: 3e-4, Warmup: 20, Seed: 5, Threads: 2}
+	cfg := Config{Model: tinyModel(4), SeqLen: 16, Rows: 8, Steps: 300, LR: 3e-3, MinLR: 3e-4, Warmup: 20, Seed: 5, Threads: 1}
 	rng := rand.New(rand.NewPCG(1, 1))
 	// Sequences "a b c | a b c": the answer repeats the prompt.
 	var data []Sequence
