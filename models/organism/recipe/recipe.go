@@ -42,12 +42,13 @@ func SpecFor(size string, seed int64, steps int) (Spec, error) {
 	case "tiny":
 		// For tests: a few minutes on two cores, rates checked against looser bounds.
 		model.NEmbd, model.NLayer, model.NHead, model.NFF = 128, 3, 4, 256
-		s.Corpus.Train, s.Corpus.Heldout = 6000, 400
+		s.Corpus.Train, s.Corpus.Heldout = 12000, 400
 		s.VocabSize = 1000
 		tc.Rows, tc.Steps, tc.LR, tc.Warmup = 8, 900, 2e-3, 60
 	case "small":
 		model.NEmbd, model.NLayer, model.NHead, model.NFF = 256, 6, 8, 704
-		tc.Rows, tc.Steps, tc.LR, tc.Warmup = 8, 900, 2e-3, 50
+		s.Corpus.Train = 48000
+		tc.Rows, tc.Steps, tc.LR, tc.Warmup = 8, 1100, 2e-3, 50
 	default:
 		return s, fmt.Errorf("organism size %q: want tiny or small", size)
 	}
