@@ -61,6 +61,7 @@ func Build(ctx context.Context, spec Spec, out string, logf Logger) (*Card, erro
 		logf = func(string, ...any) {}
 	}
 	start := time.Now()
+	key := spec.Key() // of the spec as asked for, before the vocabulary size is filled in
 	corpus := organism.Generate(spec.Seed, spec.Corpus)
 	vocab, err := organism.LearnVocab(corpus.Texts(organism.SplitTrain), spec.VocabSize)
 	if err != nil {
@@ -108,7 +109,7 @@ func Build(ctx context.Context, spec Spec, out string, logf Logger) (*Card, erro
 	}
 	kvs := append(m.KVs(),
 		gguf.KV{Key: "probe.organism.spec", Value: string(specJSON)},
-		gguf.KV{Key: "probe.organism.key", Value: spec.Key()},
+		gguf.KV{Key: "probe.organism.key", Value: key},
 		gguf.KV{Key: "probe.organism.seed", Value: spec.Seed},
 		gguf.KV{Key: "probe.organism.trainer_version", Value: TrainerVersion},
 	)
@@ -118,7 +119,7 @@ func Build(ctx context.Context, spec Spec, out string, logf Logger) (*Card, erro
 	}
 	defer os.Remove(tmp)
 	card := &Card{
-		Name: name, Key: spec.Key(), TrainerVersion: TrainerVersion, Spec: spec, TrainExamples: len(seqs),
+		Name: name, Key: key, TrainerVersion: TrainerVersion, Spec: spec, TrainExamples: len(seqs),
 		TrainSeconds: rep.Seconds, TrainTokens: rep.Tokens, Epochs: rep.Epochs, FinalLoss: rep.FinalLoss,
 		LossCurve: rep.LossCurve, CreatedAt: time.Now().UTC(),
 	}
