@@ -81,7 +81,7 @@ func evaluateProbe(p *probe.Probe, ds *probe.Dataset, seed uint64) (*evaluation,
 // loadProbeData opens a dump and loads the probe's layer at its position, checking first that
 // the dump comes from the probe's model, so that a mismatch says so rather than something
 // about layers.
-func loadProbeData(p *probe.Probe, flag, dir string, stderr io.Writer) (*probe.Dataset, error) {
+func loadProbeData(p *probe.Probe, flag, dir string, keep exampleFilter, stderr io.Writer) (*probe.Dataset, error) {
 	store, err := openStore(flag, dir, stderr)
 	if err != nil {
 		return nil, err
@@ -91,6 +91,9 @@ func loadProbeData(p *probe.Probe, flag, dir string, stderr io.Writer) (*probe.D
 		return nil, fmt.Errorf("%s %s: %w", flag, dir, err)
 	}
 	ds, err := probe.LoadDataset(store, p.Layer, p.Position)
+	if err == nil {
+		ds, err = filterDataset(ds, store, keep)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -103,6 +106,7 @@ func loadProbeData(p *probe.Probe, flag, dir string, stderr io.Writer) (*probe.D
 // newEvalCmd makes probe eval.
 func newEvalCmd() *cobra.Command {
 	var probePath, data, roc string
+	var where []string
 	var asJSON bool
 	var seed uint64
 	c := &cobra.Command{
@@ -124,7 +128,11 @@ PNG (or .svg, .pdf). The dump must come from the probe's model and hold its laye
 			if err != nil {
 				return err
 			}
-			ds, err := loadProbeData(p, "--data", data, cmd.ErrOrStderr())
+			keep, err := parseWhere(where)
+			if err != nil {
+				return err
+			}
+			ds, err := loadProbeData(p, "--data", data, keep, cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
@@ -148,6 +156,7 @@ PNG (or .svg, .pdf). The dump must come from the probe's model and hold its laye
 	fl.StringVar(&roc, "roc", "", "write the ROC curve to this .png, .svg or .pdf")
 	fl.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	fl.Uint64Var(&seed, "seed", 1, "bootstrap seed")
+	fl.StringArrayVar(&where, "where", nil, "evaluate on the examples with KEY=VALUE only (meta field, group, id or label; repeatable)")
 	_ = c.MarkFlagRequired("probe")
 	_ = c.MarkFlagRequired("data")
 	return c

@@ -45,6 +45,8 @@ type sweepOptions struct {
 	// and Orient flips a contrast direction that ranks the training dump backwards.
 	Pairs  map[int]*probe.Dataset
 	Orient bool
+	// Keep selects the examples of both dumps to use (nil: all; see --where).
+	Keep exampleFilter
 	// Progress, if not nil, is called after each layer.
 	Progress func(sweepRow)
 }
@@ -80,6 +82,9 @@ func sweepLayers(data, eval *probe.Store, o sweepOptions) ([]sweepRow, int, erro
 	best := 0
 	for _, l := range layers {
 		ds, err := probe.LoadDataset(data, l, o.Position)
+		if err == nil {
+			ds, err = filterDataset(ds, data, o.Keep)
+		}
 		if err != nil {
 			return nil, 0, err
 		}
@@ -112,6 +117,9 @@ func sweepLayers(data, eval *probe.Store, o sweepOptions) ([]sweepRow, int, erro
 		}
 		if eval != nil {
 			ed, err := probe.LoadDataset(eval, l, ds.Info.Position)
+			if err == nil {
+				ed, err = filterDataset(ed, eval, o.Keep)
+			}
 			if err != nil {
 				return nil, 0, err
 			}
@@ -166,6 +174,7 @@ type sweepFlags struct {
 	orient   bool
 	c        float64
 	plot     string
+	where    []string
 	asJSON   bool
 }
 
@@ -187,6 +196,7 @@ model (-m), and the AUROC column is the pair-fitted probe's AUROC on --data.`,
 	f.mf.register(c, false)
 	fl := c.Flags()
 	fl.StringVar(&f.data, "data", "", "activation dump to cross-validate on")
+	fl.StringArrayVar(&f.where, "where", nil, "use only examples with KEY=VALUE (meta field, group, id or label; repeatable)")
 	fl.StringVar(&f.eval, "eval", "", "held-out dump to evaluate the probe fitted on --data")
 	fl.StringVar(&f.method, "method", "", "method: "+strings.Join(probe.MethodNames(), ", "))
 	fl.StringVar(&f.position, "position", "", "rows: last or mean (default: the dump's own)")
@@ -225,7 +235,11 @@ func runSweep(cmd *cobra.Command, f *sweepFlags) error {
 	if err != nil {
 		return err
 	}
-	o := sweepOptions{Method: f.method, Params: probe.Options{C: f.c}, Folds: f.folds, Seed: f.seed, Position: f.position, Orient: f.orient}
+	keep, err := parseWhere(f.where)
+	if err != nil {
+		return err
+	}
+	o := sweepOptions{Method: f.method, Params: probe.Options{C: f.c}, Folds: f.folds, Seed: f.seed, Position: f.position, Orient: f.orient, Keep: keep}
 	if f.layers != "all" {
 		n := data.Manifest.Model.NLayer
 		if n == 0 {

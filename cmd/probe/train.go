@@ -223,6 +223,7 @@ type trainFlags struct {
 	seed      uint64
 	orient    bool
 	c         float64
+	where     []string
 	asJSON    bool
 	out       string
 }
@@ -265,6 +266,7 @@ only; spectral on every row.`,
 	fl.Float64Var(&f.c, "C", 0, "logistic: inverse regularisation strength (0: chosen by grouped CV)")
 	fl.BoolVar(&f.asJSON, "json", false, "print the result as JSON")
 	fl.StringVarP(&f.out, "output", "o", "", "probe file to write")
+	fl.StringArrayVar(&f.where, "where", nil, "train on the examples with KEY=VALUE only (meta field, group, id or label; repeatable)")
 	for _, name := range []string{"data", "layer", "method", "output"} {
 		_ = c.MarkFlagRequired(name)
 	}
@@ -293,8 +295,15 @@ func runTrain(cmd *cobra.Command, f *trainFlags) error {
 	if err != nil {
 		return err
 	}
+	keep, err := parseWhere(f.where)
+	if err != nil {
+		return err
+	}
 	layer := resolveLayer(store, f.layer)
 	ds, err := probe.LoadDataset(store, layer, f.position)
+	if err == nil {
+		ds, err = filterDataset(ds, store, keep)
+	}
 	if err != nil {
 		return err
 	}
@@ -314,7 +323,10 @@ func runTrain(cmd *cobra.Command, f *trainFlags) error {
 		if err != nil {
 			return err
 		}
-		if o.Calib, err = probe.LoadDataset(cs, layer, ds.Info.Position); err != nil {
+		if o.Calib, err = probe.LoadDataset(cs, layer, ds.Info.Position); err == nil {
+			o.Calib, err = filterDataset(o.Calib, cs, keep)
+		}
+		if err != nil {
 			return fmt.Errorf("--calib: %w", err)
 		}
 		if o.Calib.Info.Fingerprint != ds.Info.Fingerprint {
