@@ -105,16 +105,20 @@ func ParseLayers(s string, nLayer int) ([]int, error) {
 		if err1 != nil || err2 != nil {
 			return nil, fmt.Errorf("layers %q: %q is not a layer index or range", s, part)
 		}
-		for l := a; ; l++ {
-			r, err := resolveLayer(l, nLayer)
-			if err != nil {
-				return nil, fmt.Errorf("layers %q: %w", s, err)
-			}
-			if !slices.Contains(out, r) {
-				out = append(out, r)
-			}
-			if l >= b {
-				break
+		ra, err := resolveLayer(a, nLayer)
+		if err != nil {
+			return nil, fmt.Errorf("layers %q: %w", s, err)
+		}
+		rb, err := resolveLayer(b, nLayer)
+		if err != nil {
+			return nil, fmt.Errorf("layers %q: %w", s, err)
+		}
+		if ra > rb {
+			return nil, fmt.Errorf("layers %q: range %q runs backwards (layers %d to %d)", s, part, ra, rb)
+		}
+		for l := ra; l <= rb; l++ {
+			if !slices.Contains(out, l) {
+				out = append(out, l)
 			}
 		}
 	}
@@ -314,10 +318,14 @@ func (c *Context) capture(ctx context.Context, seqs [][]int32, spec CaptureSpec)
 	allLogits := spec.Positions == PositionsAll && spec.Logits || spec.Positions != PositionsLast && lastLayer
 
 	sc := &seqCapture{c: c, a: a, rowOf: rowOf, sums: sums, seqs: seqs, nEmbd: nEmbd}
+	nseq := c.opts.NSeq
+	if c.m.oneSeq {
+		nseq = 1 // recurrent memory regroups a multi-sequence batch (see Model.oneSeq)
+	}
 	for start := 0; start < len(seqs); {
 		// Pack a group of sequences that fits the KV cache and the sequence limit.
 		end, total := start, 0
-		for end < len(seqs) && end-start < c.opts.NSeq && total+len(seqs[end]) <= c.opts.NCtx {
+		for end < len(seqs) && end-start < nseq && total+len(seqs[end]) <= c.opts.NCtx {
 			total += len(seqs[end])
 			end++
 		}

@@ -118,11 +118,7 @@ func NewContext(m *Model, opts ContextOptions) (*Context, error) {
 		return nil, errors.New("new context: out of memory")
 	}
 	ctx.cap.n_layer = C.int(m.info.Layers)
-	lastErrorMu.Lock()
-	takeLogError()
-	ctx.c = C.probe_new_context(m.c, p, ctx.cap)
-	reason := takeLogError()
-	lastErrorMu.Unlock()
+	reason := withLogError(func() { ctx.c = C.probe_new_context(m.c, p, ctx.cap) })
 	if ctx.c == nil {
 		C.free(unsafe.Pointer(ctx.cap))
 		if reason == "" {
@@ -211,11 +207,8 @@ func (c *Context) decode(toks []batchToken) error {
 		}
 	}
 	b.n_tokens = C.int32_t(n)
-	lastErrorMu.Lock()
-	takeLogError()
-	rc := C.llama_decode(c.c, *b)
-	reason := takeLogError()
-	lastErrorMu.Unlock()
+	var rc C.int32_t
+	reason := withLogError(func() { rc = C.llama_decode(c.c, *b) })
 	if rc != 0 {
 		if reason == "" {
 			reason = fmt.Sprintf("status %d", int(rc))

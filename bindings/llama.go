@@ -10,7 +10,7 @@ package bindings
 
 static void probe_init_logging(void) { llama_log_set(probe_log, NULL); }
 static char * probe_take_error(void) {
-	static char buf[1024];
+	static _Thread_local char buf[1024];
 	probe_log_take_error(buf, sizeof(buf));
 	return buf;
 }
@@ -36,8 +36,16 @@ import (
 
 var initOnce sync.Once
 
-// lastErrorMu serialises the calls whose failure reason is read back from llama.cpp's log.
-var lastErrorMu sync.Mutex
+// withLogError runs a llama.cpp call and returns the first error line llama.cpp logged on this
+// thread while it ran. The log buffer is thread-local in C, so the goroutine is locked to its
+// thread for the call; concurrent calls on other threads do not mix their messages.
+func withLogError(call func()) string {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	takeLogError()
+	call()
+	return takeLogError()
+}
 
 func initBackend() {
 	initOnce.Do(func() {
@@ -159,6 +167,10 @@ type Model struct {
 	byteFall bool            // the vocabulary has byte fallback tokens
 	pieces   map[string]bool // SPM pieces, when it has not: to validate text before tokenizing
 	spm      bool
+	// oneSeq is set for recurrent and hybrid architectures (mamba, rwkv, jamba, …): their
+	// memory splits a multi-sequence batch into equal-length pieces per sequence, so captured
+	// rows would not follow batch order; such models decode one sequence at a time.
+	oneSeq   bool
 	contexts atomic.Int32 // open contexts; read under mu's write lock by Close
 }
 
@@ -199,11 +211,7 @@ func LoadModel(path string, opts ModelOptions) (*Model, error) {
 	params.use_mmap = C.bool(opts.UseMmap)
 	cpath := C.CString(path)
 	defer C.free(unsafe.Pointer(cpath))
-	lastErrorMu.Lock()
-	takeLogError()
-	m.c = C.llama_model_load_from_file(cpath, params)
-	reason := takeLogError()
-	lastErrorMu.Unlock()
+	reason := withLogError(func() { m.c = C.llama_model_load_from_file(cpath, params) })
 	if m.c == nil {
 		if reason == "" {
 			reason = "llama.cpp could not load it"
@@ -211,6 +219,7 @@ func LoadModel(path string, opts ModelOptions) (*Model, error) {
 		return nil, fmt.Errorf("load model %q: %s", path, reason)
 	}
 	m.vocab = C.llama_model_get_vocab(m.c)
+	m.oneSeq = bool(C.llama_model_is_recurrent(m.c)) || bool(C.llama_model_is_hybrid(m.c))
 	m.nVocab = int32(C.llama_vocab_n_tokens(m.vocab))
 	m.info = m.readInfo(g, path, fp)
 	runtime.SetFinalizer(m, func(m *Model) { m.free() })

@@ -59,16 +59,17 @@ func Quantize(in, out, typ string, threads int) error {
 	cin, cout := C.CString(in), C.CString(tmp.Name())
 	defer C.free(unsafe.Pointer(cin))
 	defer C.free(unsafe.Pointer(cout))
-	lastErrorMu.Lock()
-	takeLogError()
-	rc := C.llama_model_quantize(cin, cout, &p)
-	reason := takeLogError()
-	lastErrorMu.Unlock()
+	var rc C.uint32_t
+	reason := withLogError(func() { rc = C.llama_model_quantize(cin, cout, &p) })
 	if rc != 0 {
 		if reason == "" {
 			reason = fmt.Sprintf("status %d", int(rc))
 		}
 		return fmt.Errorf("quantize %q to %s: %s", in, ft, reason)
+	}
+	// CreateTemp made the file private (0600); a model is as readable as any other output.
+	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
+		return fmt.Errorf("quantize: %w", err)
 	}
 	if err := os.Rename(tmp.Name(), out); err != nil {
 		return fmt.Errorf("quantize: %w", err)

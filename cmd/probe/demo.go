@@ -158,6 +158,9 @@ func runDemo(cmd *cobra.Command, f *demoFlags) error {
 		logf("dumping the residual stream at every layer (%s) for %d %s prompts", d.positions, len(d.items), strings.TrimSuffix(d.name, "-mean"))
 		df := dumpFlags{mf: mf, layers: "all", positions: d.positions, dtype: probe.DTypeF32, out: filepath.Join(f.out, "dumps", d.name), shardMB: 256}
 		if _, err := dumpPrompts(ctx, &df, d.items, "0/1", stderr); err != nil {
+			if ctx.Err() != nil {
+				return &exitError{code: 130, err: errors.New("interrupted; run probe demo again to start over (the organism stays cached)")}
+			}
 			return err
 		}
 		if dumps[d.name], err = probe.OpenStore(df.out); err != nil {
@@ -190,7 +193,7 @@ func runDemo(cmd *cobra.Command, f *demoFlags) error {
 			if dm.position == probe.PositionMean {
 				suffix = "-mean"
 			}
-			mr, err := demoProbe(dumps["train"+suffix], dumps["heldout"+suffix], bd, dm.method, dm.position, pairs, uint64(f.seed))
+			mr, err := demoProbe(ctx, dumps["train"+suffix], dumps["heldout"+suffix], bd, dm.method, dm.position, pairs, uint64(f.seed))
 			if err != nil {
 				return fmt.Errorf("%s backdoor, %s probe: %w", bd, dm.label, err)
 			}
@@ -314,9 +317,9 @@ func demoItems(exs []organism.Example) []promptItem {
 
 // demoProbe sweeps a method over the layers on one backdoor's prompts, then trains and
 // calibrates it at the best layer and evaluates it on that backdoor's held-out prompts.
-func demoProbe(train, held *probe.Store, backdoor, method, position string, pairs map[int]*probe.Dataset, seed uint64) (*demoMethodResult, error) {
+func demoProbe(ctx context.Context, train, held *probe.Store, backdoor, method, position string, pairs map[int]*probe.Dataset, seed uint64) (*demoMethodResult, error) {
 	keep := func(e *probe.Example) bool { return e.Meta["backdoor"] == backdoor }
-	rows, best, err := sweepLayers(train, held, sweepOptions{Method: method, Folds: 5, Seed: seed, Position: position, Pairs: pairs, Keep: keep})
+	rows, best, err := sweepLayers(train, held, sweepOptions{Method: method, Folds: 5, Seed: seed, Position: position, Pairs: pairs, Keep: keep, Ctx: ctx})
 	if err != nil {
 		return nil, err
 	}

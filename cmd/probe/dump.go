@@ -157,6 +157,11 @@ func dumpPrompts(ctx context.Context, f *dumpFlags, items []promptItem, shard st
 	if err != nil {
 		return nil, err
 	}
+	if f.resume {
+		if err := checkResumedPrompts(w.Manifest(), items); err != nil {
+			return nil, fmt.Errorf("cannot resume %s: %w", f.out, err)
+		}
+	}
 	todo := slices.DeleteFunc(slices.Clone(items), func(it promptItem) bool { return w.Done(it.ID) })
 	if f.resume && len(todo) < len(items) {
 		fmt.Fprintf(stderr, "resuming: %d of %d prompts already dumped\n", len(items)-len(todo), len(items))
@@ -188,6 +193,22 @@ func dumpPrompts(ctx context.Context, f *dumpFlags, items []promptItem, shard st
 	}
 	man := w.Manifest()
 	return &man, nil
+}
+
+// checkResumedPrompts checks that every prompt the dump already holds, by id, is the prompt
+// the input gives that id now: ids such as "line-12" follow positions in the file, and an
+// edited file would otherwise keep old activations under new prompts.
+func checkResumedPrompts(m probe.Manifest, items []promptItem) error {
+	done := make(map[string]*probe.Example, len(m.Examples))
+	for i := range m.Examples {
+		done[m.Examples[i].ID] = &m.Examples[i]
+	}
+	for _, it := range items {
+		if ex, ok := done[it.ID]; ok && ex.Prompt != it.Prompt {
+			return fmt.Errorf("example %q was dumped from another prompt than the input now gives it (%q); the input changed", it.ID, oneLine(it.Prompt, 60))
+		}
+	}
+	return nil
 }
 
 // checkFreshDir refuses an output directory that already holds files: nothing is overwritten.
@@ -230,6 +251,8 @@ func resumeDump(dir string, want probe.Manifest, opts probe.StoreOptions) (*prob
 		err = fmt.Errorf("it holds %s, not %s", got.DType, want.DType)
 	case got.Meta["shard"] != want.Meta["shard"]:
 		err = fmt.Errorf("it is shard %s, not %s", got.Meta["shard"], want.Meta["shard"])
+	case got.Meta["kv_type"] != want.Meta["kv_type"]:
+		err = fmt.Errorf("it was dumped with a %s KV cache, not %s", got.Meta["kv_type"], want.Meta["kv_type"])
 	}
 	if err != nil {
 		return nil, fmt.Errorf("cannot resume %s: %w", dir, err)

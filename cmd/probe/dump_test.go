@@ -219,3 +219,24 @@ func TestDumpBadJSONLine(t *testing.T) {
 		"line 3", `"label" must be true/false or 1/0`)
 	requireAbsent(t, out)
 }
+
+// TestResumeRefusesChangedInput: a resume whose input gives a dumped id another prompt (ids of
+// --text lines follow their line numbers), or that asks for another KV cache type, is refused
+// and leaves the dump as it was.
+func TestResumeRefusesChangedInput(t *testing.T) {
+	model := tinyModel(t, 1)
+	in := writeFile(t, "a.txt", "Human: first prompt\nHuman: second prompt\n")
+	out := filepath.Join(t.TempDir(), "d")
+	mustRun(t, "dump", "-m", model, "-i", in, "--text", "-o", out, "--layers", "0")
+	before, err := os.ReadFile(filepath.Join(out, "manifest.json"))
+	require.NoError(t, err)
+
+	edited := writeFile(t, "b.txt", "Human: an inserted prompt\nHuman: first prompt\nHuman: second prompt\n")
+	requireFails(t, probeCmd(t, "", "dump", "-m", model, "-i", edited, "--text", "-o", out, "--layers", "0", "--resume"),
+		`cannot resume`, `example "line-1" was dumped from another prompt`)
+	requireFails(t, probeCmd(t, "", "dump", "-m", model, "-i", in, "--text", "-o", out, "--layers", "0", "--resume", "--kv-type", "f32"),
+		"dumped with a f16 KV cache, not f32")
+	after, err := os.ReadFile(filepath.Join(out, "manifest.json"))
+	require.NoError(t, err)
+	require.Equal(t, string(before), string(after))
+}

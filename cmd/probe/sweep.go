@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -17,9 +18,9 @@ import (
 // sweepRow is one layer's result of a sweep.
 type sweepRow struct {
 	Layer int `json:"layer"`
-	// AUROC on the training dump: the mean grouped-CV fold AUROC with the pooled out-of-fold
-	// 95% bootstrap interval (as probe train prints), or for contrast the AUROC of the
-	// pair-fitted probe on the dump's labelled rows.
+	// AUROC on the training dump: the AUROC of the pooled out-of-fold scores of grouped CV,
+	// with its 95% bootstrap interval (as probe train prints; FoldAUROC has each fold's), or
+	// for contrast the AUROC of the pair-fitted probe on the dump's labelled rows.
 	AUROC     probe.AUROCInterval `json:"auroc"`
 	FoldAUROC []float64           `json:"fold_auroc,omitempty"`
 	// Eval and EvalTPRAt1 are the AUROC and the TPR at 1% FPR on the eval dump of the probe
@@ -47,6 +48,8 @@ type sweepOptions struct {
 	Orient bool
 	// Keep selects the examples of both dumps to use (nil: all; see --where).
 	Keep exampleFilter
+	// Ctx, if not nil, stops the sweep between layers when it is cancelled.
+	Ctx context.Context
 	// Progress, if not nil, is called after each layer.
 	Progress func(sweepRow)
 }
@@ -81,6 +84,9 @@ func sweepLayers(data, eval *probe.Store, o sweepOptions) ([]sweepRow, int, erro
 	var rows []sweepRow
 	best := 0
 	for _, l := range layers {
+		if o.Ctx != nil && o.Ctx.Err() != nil {
+			return nil, 0, o.Ctx.Err()
+		}
 		ds, err := probe.LoadDataset(data, l, o.Position)
 		if err == nil {
 			ds, err = filterDataset(ds, data, o.Keep)
@@ -111,8 +117,7 @@ func sweepLayers(data, eval *probe.Store, o sweepOptions) ([]sweepRow, int, erro
 				return nil, 0, fmt.Errorf("layer %d: %w", l, err)
 			}
 		} else {
-			row.AUROC = cv.Pooled
-			row.AUROC.AUROC = cv.MeanAUROC
+			row.AUROC = cv.Pooled // the pooled out-of-fold AUROC with its own interval
 			row.FoldAUROC = cv.FoldAUROC
 		}
 		if eval != nil {
@@ -239,7 +244,7 @@ func runSweep(cmd *cobra.Command, f *sweepFlags) error {
 	if err != nil {
 		return err
 	}
-	o := sweepOptions{Method: f.method, Params: probe.Options{C: f.c}, Folds: f.folds, Seed: f.seed, Position: f.position, Orient: f.orient, Keep: keep}
+	o := sweepOptions{Method: f.method, Params: probe.Options{C: f.c}, Folds: f.folds, Seed: f.seed, Position: f.position, Orient: f.orient, Keep: keep, Ctx: cmd.Context()}
 	if f.layers != "all" {
 		n := data.Manifest.Model.NLayer
 		if n == 0 {

@@ -58,7 +58,7 @@ func TestSweep(t *testing.T) {
 				require.Equal(t, 4, got.CVFolds)
 				cv, err := probe.CrossValidate(m, d, 4, 1)
 				require.NoError(t, err)
-				require.InDelta(t, cv.MeanAUROC, got.Layers[1].AUROC.AUROC, 1e-12)
+				require.InDelta(t, cv.Pooled.AUROC, got.Layers[1].AUROC.AUROC, 1e-12)
 				require.Equal(t, cv.FoldAUROC, got.Layers[1].FoldAUROC)
 			}
 			if tc.eval && tc.method != probe.MethodContrast {

@@ -387,8 +387,8 @@ func printTrain(w io.Writer, f *trainFlags, ds *probe.Dataset, res *trainResult)
 		f.data, p.Layer, p.Position, ds.Len(), pos, neg, unk)
 	switch {
 	case res.CV != nil:
-		fmt.Fprintf(w, "cross-validated AUROC: %.4f [%.4f, %.4f] (95%% bootstrap interval, %d grouped folds: %s)\n",
-			res.CV.MeanAUROC, res.CV.Pooled.Low, res.CV.Pooled.High, res.CV.Folds, formatFloats(res.CV.FoldAUROC))
+		fmt.Fprintf(w, "cross-validated AUROC: %.4f [%.4f, %.4f] (out-of-fold scores of %d grouped folds pooled, 95%% bootstrap interval; per fold %s, mean %.4f)\n",
+			res.CV.Pooled.AUROC, res.CV.Pooled.Low, res.CV.Pooled.High, res.CV.Folds, formatFloats(res.CV.FoldAUROC), res.CV.MeanAUROC)
 	default:
 		fmt.Fprintf(w, "note: %s\n", res.CVNote)
 	}

@@ -105,7 +105,7 @@ func TestTrainTextOutput(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "probe.json")
 	r := mustRun(t, "train", "--data", trainDump(t), "--layer", "-2", "--method", "logistic", "-o", out)
 	require.Contains(t, r.stdout, "layer 2, position last: 40 rows (20 positive, 20 negative, 0 unlabelled)")
-	require.Regexp(t, `cross-validated AUROC: [01]\.\d{4} \[[01]\.\d{4}, [01]\.\d{4}\] \(95% bootstrap interval, 5 grouped folds`, r.stdout)
+	require.Regexp(t, `cross-validated AUROC: [01]\.\d{4} \[[01]\.\d{4}, [01]\.\d{4}\] \(out-of-fold scores of 5 grouped folds pooled, 95% bootstrap interval; per fold `, r.stdout)
 	require.Contains(t, r.stdout, "calibrated on a grouped held-out 20% of the data")
 	require.Contains(t, r.stdout, "wrote "+out)
 	require.Contains(t, r.stderr, "training logistic")

@@ -18,7 +18,7 @@ import (
 
 // TrainerVersion changes whenever the corpus, tokenizer, trainer or recipe changes what a
 // given spec produces; it is part of the cache key.
-const TrainerVersion = "2"
+const TrainerVersion = "3"
 
 // Sizes lists the organism sizes.
 var Sizes = []string{"tiny", "small"}

@@ -80,6 +80,7 @@ func (p *packer) next() *batch {
 		seg[i] = -1 - i // padding: each position its own segment
 	}
 	nSel := 0
+	placed := 0 // segment id of each placement: a sequence placed twice stays two sequences
 	var deferred []int
 	for tries := 0; tries < 4*B+8; tries++ {
 		i := p.take()
@@ -104,8 +105,9 @@ func (p *packer) next() *batch {
 		for j, tok := range s.Tokens {
 			b.tokens[off+j] = tok
 			b.pos[off+j] = int32(j)
-			seg[off+j] = i
+			seg[off+j] = placed
 		}
+		placed++
 		for j := s.LossFrom - 1; j < n-1; j++ {
 			b.sel[nSel] = int32(off + j)
 			b.targets[nSel] = s.Tokens[j+1]

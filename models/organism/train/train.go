@@ -311,14 +311,14 @@ func (t *Trainer) Train(ctx context.Context, data []Sequence, reportEvery int, r
 		t.setBatch(b)
 		lr := t.cfg.LearningRate(t.step)
 		var nc C.int64_t
-		loss := float32(C.probe_trainer_step(t.c, C.float(lr), C.float(t.cfg.WeightDecay), &nc))
+		loss := float32(C.probe_trainer_step(t.c, C.float(lr), C.float(t.cfg.WeightDecay), C.int(b.realLoss), &nc))
 		if math.IsNaN(float64(loss)) || math.IsInf(float64(loss), 0) {
 			return rep, fmt.Errorf("train: loss diverged at step %d", t.step)
 		}
 		t.step++
 		winLoss += float64(loss)
 		winCorrect += int64(nc)
-		winSel += int64(len(b.sel))
+		winSel += int64(b.realLoss)
 		winSteps++
 		winTokens += int64(b.tokensInBatch)
 		rep.Tokens += int64(b.tokensInBatch)
@@ -380,5 +380,5 @@ func (t *Trainer) grad() float32 { return float32(C.probe_trainer_grad(t.c)) }
 
 func stepOnce(t *Trainer) float32 {
 	var nc C.int64_t
-	return float32(C.probe_trainer_step(t.c, C.float(t.cfg.LearningRate(t.step)), C.float(t.cfg.WeightDecay), &nc))
+	return float32(C.probe_trainer_step(t.c, C.float(t.cfg.LearningRate(t.step)), C.float(t.cfg.WeightDecay), C.int(t.cfg.LossTokens), &nc))
 }

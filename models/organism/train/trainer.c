@@ -389,7 +389,7 @@ void probe_trainer_set_batch(probe_trainer * t, const int32_t * tokens, const in
 	ggml_backend_tensor_set(t->labels, t->onehot, 0, ggml_nbytes(t->labels));
 }
 
-static float run(probe_trainer * t, graph_inst * G, int64_t * ncorrect) {
+static float run(probe_trainer * t, graph_inst * G, int n_real, int64_t * ncorrect) {
 	if (!ggml_gallocr_alloc_graph(G->galloc, G->graph)) {
 		return NAN;
 	}
@@ -401,7 +401,7 @@ static float run(probe_trainer * t, graph_inst * G, int64_t * ncorrect) {
 	if (ncorrect != NULL) {
 		ggml_backend_tensor_get(G->pred, t->preds, 0, ggml_nbytes(G->pred));
 		int64_t n = 0;
-		for (int i = 0; i < t->cfg.n_sel; i++) {
+		for (int i = 0; i < n_real && i < t->cfg.n_sel; i++) {
 			n += t->preds[i] == t->targets[i];
 		}
 		*ncorrect = n;
@@ -409,17 +409,17 @@ static float run(probe_trainer * t, graph_inst * G, int64_t * ncorrect) {
 	return loss;
 }
 
-float probe_trainer_step(probe_trainer * t, float lr, float wd, int64_t * ncorrect) {
+float probe_trainer_step(probe_trainer * t, float lr, float wd, int n_real, int64_t * ncorrect) {
 	const float beta1 = 0.9f, beta2 = 0.99f;
 	t->iter++;
 	const float pars[7] = {lr, beta1, beta2, 1e-8f, wd, 1.0f / (1.0f - powf(beta1, (float) t->iter)),
 	                       1.0f / (1.0f - powf(beta2, (float) t->iter))};
 	ggml_backend_tensor_set(t->adamw, pars, 0, sizeof pars);
-	return run(t, &t->train, ncorrect);
+	return run(t, &t->train, n_real, ncorrect);
 }
 
 float probe_trainer_forward(probe_trainer * t, float * logits) {
-	float loss = run(t, &t->fwd, NULL);
+	float loss = run(t, &t->fwd, 0, NULL);
 	if (logits != NULL) {
 		ggml_backend_tensor_get(t->fwd.logits, logits, 0, ggml_nbytes(t->fwd.logits));
 	}
@@ -427,6 +427,6 @@ float probe_trainer_forward(probe_trainer * t, float * logits) {
 }
 
 float probe_trainer_grad(probe_trainer * t) {
-	return run(t, &t->grad, NULL);
+	return run(t, &t->grad, 0, NULL);
 }
 

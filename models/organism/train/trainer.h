@@ -40,8 +40,9 @@ void probe_trainer_set_batch(probe_trainer * t, const int32_t * tokens, const in
 
 // probe_trainer_step runs forward, backward and one AdamW step with the given learning rate
 // and weight decay; returns the loss (mean cross-entropy over the loss positions) and the
-// number of correct argmax predictions in *ncorrect.
-float probe_trainer_step(probe_trainer * t, float lr, float wd, int64_t * ncorrect);
+// number of correct argmax predictions among the first n_real loss positions (the rest repeat
+// them to fill the static shape) in *ncorrect.
+float probe_trainer_step(probe_trainer * t, float lr, float wd, int n_real, int64_t * ncorrect);
 // probe_trainer_forward evaluates the loss without changing anything; logits (n_vocab × n_sel)
 // are copied to dst when it is not NULL.
 float probe_trainer_forward(probe_trainer * t, float * logits);
