@@ -20,7 +20,7 @@ func TestDemo(t *testing.T) {
 	cache, err := buildcache.Dir("organism")
 	require.NoError(t, err)
 	out := filepath.Join(t.TempDir(), "demo")
-	r := probeCmd(t, "", "demo", "-o", out, "--size", "tiny", "--cache", cache, "--train-prompts", "150", "-t", "2")
+	r := probeCmd(t, "", "demo", "-o", out, "--size", "tiny", "--cache", cache, "--train-prompts", "150", "--clean-prompts", "200", "-t", "2")
 	require.Equal(t, 0, r.code, r.stderr)
 	require.Contains(t, r.stdout, "report: "+filepath.Join(out, "report.md"))
 
@@ -45,7 +45,9 @@ func TestDemo(t *testing.T) {
 				} `json:"auroc"`
 			} `json:"heldout"`
 		} `json:"methods"`
-		Chosen map[string]string `json:"chosen_supervised"`
+		Chosen       map[string]string `json:"chosen_supervised"`
+		TrainPrompts int               `json:"train_prompts"`
+		CleanPrompts int               `json:"clean_prompts"`
 	}
 	b, err := os.ReadFile(filepath.Join(out, "summary.json"))
 	require.NoError(t, err)
@@ -55,6 +57,28 @@ func TestDemo(t *testing.T) {
 
 	held, err := probe.OpenStore(filepath.Join(out, "dumps", "heldout"))
 	require.NoError(t, err)
+
+	// The clean-only probes were fitted on the labelled set plus 200 more clean prompts per
+	// backdoor, none of them triggered and none in the labelled set.
+	assert.Equal(t, 300, sum.TrainPrompts)
+	assert.Equal(t, 400, sum.CleanPrompts)
+	train, err := probe.OpenStore(filepath.Join(out, "dumps", "train"))
+	require.NoError(t, err)
+	both, err := probe.OpenStore(filepath.Join(out, "dumps", "train+clean"))
+	require.NoError(t, err)
+	require.Len(t, both.Manifest.Examples, 700)
+	labelled := map[string]bool{}
+	for _, e := range train.Manifest.Examples {
+		labelled[e.ID] = true
+	}
+	perBackdoor := map[string]int{}
+	for _, e := range both.Manifest.Examples[300:] {
+		assert.False(t, labelled[e.ID], e.ID)
+		require.NotNil(t, e.Label)
+		assert.False(t, *e.Label, e.ID)
+		perBackdoor[e.Meta["backdoor"]]++
+	}
+	assert.Equal(t, map[string]int{"hate": 200, "code": 200}, perBackdoor)
 	for _, m := range sum.Methods {
 		if sum.Chosen[m.Backdoor] != m.Method {
 			continue
