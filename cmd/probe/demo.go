@@ -29,6 +29,10 @@ type demoFlags struct {
 	asJSON                                    bool
 }
 
+// minDemoTrainPrompts is the smallest labelled set per backdoor the demo accepts: enough
+// request groups for 5-fold grouped cross-validation with both labels in every fold.
+const minDemoTrainPrompts = 50
+
 // demoMarker marks a directory probe demo wrote, so that a rerun may replace it.
 const demoMarker = ".probe-demo"
 
@@ -136,6 +140,13 @@ func runDemo(cmd *cobra.Command, f *demoFlags) error {
 	ctx, stderr := cmd.Context(), cmd.ErrOrStderr()
 	start := time.Now()
 	logf := func(format string, a ...any) { fmt.Fprintf(stderr, "demo: "+format+"\n", a...) }
+	// Checked before the organism is trained, which can take minutes.
+	if f.perBackdoor < minDemoTrainPrompts {
+		return fmt.Errorf("--train-prompts %d: the grouped cross-validation needs at least %d labelled prompts per backdoor", f.perBackdoor, minDemoTrainPrompts)
+	}
+	if f.cleanPerBack < 0 {
+		return fmt.Errorf("--clean-prompts %d: must be 0 or more", f.cleanPerBack)
+	}
 	if err := prepareDemoDir(f.out); err != nil {
 		return err
 	}

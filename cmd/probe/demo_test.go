@@ -112,3 +112,23 @@ func TestDemo(t *testing.T) {
 	_, err = os.Stat(filepath.Join(other, "keep.txt"))
 	require.NoError(t, err)
 }
+
+// TestDemoFlagErrors checks that bad prompt counts are refused before anything is trained or
+// written.
+func TestDemoFlagErrors(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--train-prompts", "10"}, "--train-prompts 10: the grouped cross-validation needs at least 50"},
+		{[]string{"--clean-prompts", "-1"}, "--clean-prompts -1: must be 0 or more"},
+	} {
+		out := filepath.Join(t.TempDir(), "demo")
+		cache := filepath.Join(t.TempDir(), "cache")
+		requireFails(t, probeCmd(t, "", append([]string{"demo", "-o", out, "--cache", cache}, tc.args...)...), tc.want)
+		for _, dir := range []string{out, cache} {
+			_, err := os.Stat(dir)
+			assert.True(t, os.IsNotExist(err), "%s was created", dir)
+		}
+	}
+}
