@@ -655,7 +655,7 @@ func writeDemoReport(w io.Writer, res *demoResult, spec recipe.Spec) error {
 // printDemoSummary prints the headline numbers.
 func printDemoSummary(w io.Writer, res *demoResult) {
 	fmt.Fprintf(w, "organism %s\n%s\n", res.Organism, strings.TrimRight(res.Backdoors.String(), "\n"))
-	fmt.Fprintf(w, "\nheld-out probes at the last prompt token (layer chosen on training prompts):\n")
+	fmt.Fprintf(w, "\nheld-out probes before any output, at the last prompt token unless marked prompt mean (layer chosen on training prompts):\n")
 	for _, mr := range res.Methods {
 		e := mr.Heldout
 		mark := " "
