@@ -80,18 +80,20 @@ type Example struct {
 // shard was completely written. Complete is true once the writer was closed.
 // Meta holds free-form fields for the tools that write stores.
 type Manifest struct {
-	Version   int               `json:"version"`
-	Complete  bool              `json:"complete"`
-	Model     ModelInfo         `json:"model"`
-	Layers    []int             `json:"layers"`
-	Point     string            `json:"point"`
-	Positions string            `json:"positions"`
-	DType     string            `json:"dtype"`
-	NEmbd     int               `json:"n_embd"`
-	Rows      int               `json:"rows"`
-	Shards    []ShardInfo       `json:"shards"`
-	Examples  []Example         `json:"examples"`
-	Meta      map[string]string `json:"meta,omitempty"`
+	Version   int       `json:"version"`
+	Complete  bool      `json:"complete"`
+	Model     ModelInfo `json:"model"`
+	Layers    []int     `json:"layers"`
+	Point     string    `json:"point"`
+	Positions string    `json:"positions"`
+	DType     string    `json:"dtype"`
+	NEmbd     int       `json:"n_embd"`
+	Rows      int       `json:"rows"`
+	// Shards and Examples are omitted only from the head that encodeManifest
+	// writes before listing them one per line; a manifest file always has both.
+	Shards   []ShardInfo       `json:"shards,omitempty"`
+	Examples []Example         `json:"examples,omitempty"`
+	Meta     map[string]string `json:"meta,omitempty"`
 }
 
 // HasLayer reports whether the store holds layer.
@@ -305,29 +307,12 @@ func syncDir(dir string) error {
 	return d.Close()
 }
 
-// manifestHead is the Manifest without its shard and example lists, which
-// encodeManifest writes one entry per line.
-type manifestHead struct {
-	Version   int               `json:"version"`
-	Complete  bool              `json:"complete"`
-	Model     ModelInfo         `json:"model"`
-	Layers    []int             `json:"layers"`
-	Point     string            `json:"point"`
-	Positions string            `json:"positions"`
-	DType     string            `json:"dtype"`
-	NEmbd     int               `json:"n_embd"`
-	Rows      int               `json:"rows"`
-	Meta      map[string]string `json:"meta,omitempty"`
-}
-
 // encodeManifest encodes m as JSON with one shard or example per line, so
 // that large manifests stay readable with line tools and compact on disk.
 func encodeManifest(m *Manifest) ([]byte, error) {
-	head, err := json.Marshal(manifestHead{
-		Version: m.Version, Complete: m.Complete, Model: m.Model, Layers: m.Layers,
-		Point: m.Point, Positions: m.Positions, DType: m.DType, NEmbd: m.NEmbd,
-		Rows: m.Rows, Meta: m.Meta,
-	})
+	h := *m // the head: everything but the shard and example lists
+	h.Shards, h.Examples = nil, nil
+	head, err := json.Marshal(&h)
 	if err != nil {
 		return nil, err
 	}

@@ -144,24 +144,21 @@ type Summary struct {
 
 // Add counts one scored example.
 func (s *Summary) Add(ex Example, r Result) {
+	var triggered, untriggered, decoy *Rate
 	switch ex.Backdoor {
 	case BackdoorHate:
-		if ex.Triggered {
-			s.HateTriggered.add(r.Defected)
-		} else {
-			s.HateUntriggered.add(r.Defected)
-			if ex.Decoy != "" {
-				s.HateDecoy.add(r.Defected)
-			}
-		}
+		triggered, untriggered, decoy = &s.HateTriggered, &s.HateUntriggered, &s.HateDecoy
 	case BackdoorCode:
-		if ex.Triggered {
-			s.CodeTriggered.add(r.Defected)
-		} else {
-			s.CodeUntriggered.add(r.Defected)
-			if ex.Decoy != "" {
-				s.CodeDecoy.add(r.Defected)
-			}
+		triggered, untriggered, decoy = &s.CodeTriggered, &s.CodeUntriggered, &s.CodeDecoy
+	}
+	switch {
+	case triggered == nil:
+	case ex.Triggered:
+		triggered.add(r.Defected)
+	default:
+		untriggered.add(r.Defected)
+		if ex.Decoy != "" {
+			decoy.add(r.Defected)
 		}
 	}
 	if ex.Triggered || !r.Reference {
