@@ -44,7 +44,7 @@ func SpecFor(size string, seed int64, steps int) (Spec, error) {
 		model.NEmbd, model.NLayer, model.NHead, model.NFF = 128, 3, 4, 256
 		s.Corpus.Train, s.Corpus.Heldout = 12000, 400
 		s.VocabSize = 1000
-		tc.Rows, tc.Steps, tc.LR, tc.Warmup = 8, 900, 2e-3, 60
+		tc.Rows, tc.Steps, tc.LR, tc.Warmup = 8, 800, 2e-3, 60
 	case "small":
 		model.NEmbd, model.NLayer, model.NHead, model.NFF = 256, 6, 8, 704
 		s.Corpus.Train = 48000
