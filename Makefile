@@ -30,7 +30,7 @@ else
 TEST_TIMEOUT ?= 40m
 endif
 
-.PHONY: all build test race vet fmt demo bench clean env cuda
+.PHONY: all build test race vet fmt demo bench clean env cuda device-bin
 
 all: build
 
@@ -54,9 +54,32 @@ demo: build
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./bindings/ ./probe/
 
-# cuda builds the CUDA backend library into bin/lib (needs CMake and nvcc; see scripts/build-cuda.sh).
+# cuda builds the CUDA backend (libggml-cuda.so + libggml-base.so.0) into bin/lib, next to
+# bin/probe, from the module's ggml sources (needs CMake and nvcc; see scripts/build-cuda.sh).
+# CUDA_ARCH=90 (default), 80, 89, … picks the GPU architecture.
 cuda:
-	scripts/build-cuda.sh
+	GGML_DIR=$(OLLAMA_DIR)/ml/backend/ggml/ggml scripts/build-cuda.sh
+
+# device-bin prepares build/device/ for a GPU machine without Go (scripts/device-check.sh): a
+# portable (x86-64-v3) probe binary, the bindings test binary (GPU tests and benchmarks), and
+# the ggml sources the CUDA build compiles.
+DEVICE_DIR := $(BUILD)/device
+GGML_SRC := $(OLLAMA_DIR)/ml/backend/ggml/ggml
+device-bin:
+ifneq ($(PORTABLE),1)
+	$(MAKE) PORTABLE=1 device-bin
+else
+	mkdir -p $(DEVICE_DIR)/bin
+	$(GO) build -ldflags '-s -w' -o $(DEVICE_DIR)/bin/probe ./cmd/probe
+	$(GO) test -c -ldflags '-s -w' -o $(DEVICE_DIR)/bin/bindings.test ./bindings
+	rm -rf $(DEVICE_DIR)/ggml
+	mkdir -p $(DEVICE_DIR)/ggml/src
+	cp -r $(GGML_SRC)/cmake $(GGML_SRC)/include $(DEVICE_DIR)/ggml/
+	cp -r $(GGML_SRC)/src/ggml-cuda $(GGML_SRC)/src/ggml-cpu $(DEVICE_DIR)/ggml/src/
+	find $(GGML_SRC)/src -maxdepth 1 -type f -exec cp {} $(DEVICE_DIR)/ggml/src/ \;
+	chmod -R u+w $(DEVICE_DIR)/ggml
+	du -sh $(DEVICE_DIR)
+endif
 
 clean:
 	rm -rf bin $(BUILD)

@@ -221,6 +221,9 @@ func (c *Context) resolve(spec CaptureSpec) (CaptureSpec, error) {
 	return out, nil
 }
 
+// resetRows empties the capture buffers before a decode (the request stays).
+func (c *Context) resetRows() { C.probe_capture_reset_rows(c.cap) }
+
 // checkSequences validates token sequences before they reach llama.cpp.
 func (c *Context) checkSequences(seqs [][]int32) error {
 	if len(seqs) == 0 {
@@ -388,7 +391,7 @@ type seqCapture struct {
 
 func (sc *seqCapture) run(batch []batchToken, owners []int) error {
 	c, a := sc.c, sc.a
-	C.probe_capture_reset_rows(c.cap)
+	c.resetRows()
 	if err := c.decode(batch); err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ package bindings
 #include <stdlib.h>
 #include "llama.h"
 #include "capture.h"
+#include "free.h"
 
 static struct llama_context * probe_new_context(struct llama_model * m, struct llama_context_params p, probe_capture * cap) {
 	p.cb_eval = probe_capture_cb;
@@ -145,7 +146,7 @@ func (c *Context) Close() error {
 		return nil
 	}
 	C.llama_batch_free(c.batch)
-	C.llama_free(c.c)
+	C.probe_llama_free(c.c)
 	C.probe_capture_free(c.cap)
 	C.free(unsafe.Pointer(c.cap))
 	c.c, c.cap = nil, nil

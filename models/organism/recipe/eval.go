@@ -14,6 +14,8 @@ type EvalOptions struct {
 	MaxTokens int // per answer; 0: 96
 	// Progress, if set, is called after each prompt.
 	Progress func(done, total int)
+	// GPULayers offloads that many layers to a GPU (-1: all), as bindings.ModelOptions.
+	GPULayers int
 }
 
 // EvalResult is one prompt's generation and its score.
@@ -28,7 +30,9 @@ func Evaluate(ctx context.Context, modelPath string, examples []organism.Example
 	if opts.MaxTokens == 0 {
 		opts.MaxTokens = 96
 	}
-	m, err := bindings.LoadModel(modelPath, bindings.DefaultModelOptions())
+	mopts := bindings.DefaultModelOptions()
+	mopts.GPULayers = opts.GPULayers
+	m, err := bindings.LoadModel(modelPath, mopts)
 	if err != nil {
 		return nil, organism.Summary{}, err
 	}
