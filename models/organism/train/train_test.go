@@ -220,3 +220,26 @@ func TestExportRoundTrip(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, a, b)
 }
+
+// TestBadCallerInput: inputs that would abort ggml or divide by zero are errors.
+func TestBadCallerInput(t *testing.T) {
+	cfg := Config{Model: tinyModel(4), SeqLen: 10, Rows: 1, LossTokens: 10, Steps: 2, Threads: 1}
+	tr, err := New(cfg)
+	require.NoError(t, err)
+	defer tr.Close()
+	nv := int32(cfg.Model.NVocab)
+	for _, toks := range [][]int32{{1, nv}, {-1, 2}, {1, 2, nv + 100}} {
+		_, err := tr.Logits(toks)
+		require.ErrorContains(t, err, "outside the vocabulary")
+		_, err = tr.Train(context.Background(), []Sequence{{Tokens: []int32{1, 2, 3}, LossFrom: 1}, {Tokens: toks, LossFrom: 1}}, 1, nil)
+		require.ErrorContains(t, err, "sequence 1: token")
+	}
+	_, err = tr.Train(context.Background(), []Sequence{{Tokens: []int32{1, 2, 3, 4}, LossFrom: 1}}, -1, nil)
+	require.ErrorContains(t, err, "report every -1 steps")
+	// reportEvery 0 reports once, at the end.
+	var reports []int
+	rep, err := tr.Train(context.Background(), []Sequence{{Tokens: []int32{1, 2, 3, 4}, LossFrom: 1}}, 0, func(p Progress) { reports = append(reports, p.Step) })
+	require.NoError(t, err)
+	require.Equal(t, []int{2}, reports)
+	require.Len(t, rep.LossCurve, 1)
+}
