@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -647,4 +648,75 @@ func TestNewMethod(t *testing.T) {
 	require.Equal(t, Logistic{C: 2, Folds: 3}, m)
 	_, err := NewMethod("svm", Options{})
 	require.ErrorContains(t, err, "unknown method")
+}
+
+// TestSelectCFoldsMatchCrossValidate: with a single candidate C, selectC's fold AUROCs are
+// those of CrossValidate fitting Logistic at that C on the same grouped folds (up to the
+// solvers' tolerances), and the pooled interval brackets its mean; cv_passes counts the
+// shared passes over the data.
+func TestSelectCFoldsMatchCrossValidate(t *testing.T) {
+	shift := make([]float64, 12)
+	shift[0], shift[5] = 1.2, 0.8
+	ds, _ := gaussianData(9, 120, 120, 12, shift)
+	pos, neg, err := classRows(ds, MethodLogistic)
+	require.NoError(t, err)
+	rows := append(append([]int{}, pos...), neg...)
+	slices.Sort(rows)
+	target := make([]bool, len(rows))
+	for i, r := range rows {
+		target[i] = ds.Labels[r] == Positive
+	}
+	for _, C := range []float64{1e-3, 1e-1} {
+		l := Logistic{Cs: []float64{C}, Folds: 4, Seed: 3}
+		sel, err := l.selectC(ds, rows, target, 1e-3, 1000) // as Fit calls it: 10 × its default tolerance
+		require.NoError(t, err)
+		ref, err := CrossValidate(Logistic{C: C}, ds, 4, 3)
+		require.NoError(t, err)
+		require.Len(t, sel.cv.FoldAUROC, 4)
+		for f := range ref.FoldAUROC {
+			assert.InDelta(t, ref.FoldAUROC[f], sel.cv.FoldAUROC[f], 2e-3, "C %g fold %d", C, f)
+		}
+		assert.InDelta(t, ref.MeanAUROC, sel.cv.MeanAUROC, 2e-3)
+		// The five problems share passes: at least as many as the slowest L-BFGS run needs
+		// evaluations, not one per evaluation of every problem.
+		assert.GreaterOrEqual(t, sel.passes, 5, "C %g", C)
+
+		p, err := l.Fit(ds)
+		require.NoError(t, err)
+		assert.Equal(t, float64(sel.passes), p.Training.Params["cv_passes"])
+	}
+}
+
+// TestOneStandardError picks from constructed fold AUROCs (candidates from small C up).
+func TestOneStandardError(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		aucs [][]float64
+		want int
+	}{
+		// Best mean 0.90 at index 2, sd 0.02·√(4/3)… se = sd/2; index 1 (mean 0.895) is within.
+		{"smaller C within one SE", [][]float64{{0.80, 0.82, 0.78, 0.80}, {0.88, 0.91, 0.89, 0.90}, {0.88, 0.92, 0.90, 0.90}}, 1},
+		// Index 1 is 0.04 below the best with se ≈ 0.0082: not within; index 0 neither.
+		{"best stays", [][]float64{{0.70, 0.70, 0.70, 0.70}, {0.86, 0.86, 0.86, 0.86}, {0.89, 0.91, 0.90, 0.90}}, 2},
+		// The smallest qualifying C wins even past one that does not qualify.
+		{"smallest qualifying", [][]float64{{0.90, 0.90, 0.90, 0.90}, {0.70, 0.70, 0.70, 0.70}, {0.89, 0.93, 0.89, 0.93}}, 0},
+		{"best first", [][]float64{{0.95, 0.95, 0.95, 0.95}, {0.90, 0.90, 0.90, 0.90}}, 0},
+		{"ties go to the smaller C", [][]float64{{0.9, 0.9}, {0.9, 0.9}}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			assert.Equal(t, tc.want, oneStandardError(tc.aucs))
+		})
+	}
+}
+
+// TestSpectralNonFinite: data with NaN or ±Inf are an error, not a panic inside gonum.
+func TestSpectralNonFinite(t *testing.T) {
+	for _, bad := range []float32{float32(math.NaN()), float32(math.Inf(1)), float32(math.Inf(-1))} {
+		ds, _ := gaussianData(8, 0, 60, 6, make([]float64, 6))
+		ds.X.Data[7] = bad
+		_, err := Spectral{}.Fit(ds)
+		require.ErrorContains(t, err, "non-finite", "%v", bad)
+		_, err = TreeBaseline{}.Fit(ds)
+		require.Error(t, err, "%v", bad)
+	}
 }

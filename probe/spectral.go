@@ -3,6 +3,7 @@ package probe
 import (
 	"cmp"
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -55,7 +56,10 @@ func (s Spectral) Fit(d *Dataset) (*Probe, error) {
 		maxIter = 300
 	}
 	mu := d.X.colMeans(nil)
-	v, lambda, iters := topEigenvector(d.X, mu, s.Seed, tol, maxIter)
+	v, lambda, iters, err := topEigenvector(d.X, mu, s.Seed, tol, maxIter)
+	if err != nil {
+		return nil, fmt.Errorf("spectral: %w", err)
+	}
 	ones := make([]float64, dim)
 	for j := range ones {
 		ones[j] = 1
@@ -134,9 +138,12 @@ func covTimes(x *Matrix, mu []float64, v *mat.Dense) *mat.Dense {
 
 // topEigenvector returns the top eigenvector of the covariance of x's rows
 // about mu, its eigenvalue and the iterations used.
-func topEigenvector(x *Matrix, mu []float64, seed uint64, tol float64, maxIter int) ([]float64, float64, int) {
-	vecs, vals, it := topEigenvectors(x, mu, 1, seed, tol, maxIter)
-	return vecs[0], vals[0], it
+func topEigenvector(x *Matrix, mu []float64, seed uint64, tol float64, maxIter int) ([]float64, float64, int, error) {
+	vecs, vals, it, err := topEigenvectors(x, mu, 1, seed, tol, maxIter)
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	return vecs[0], vals[0], it, nil
 }
 
 // topEigenvectors returns the k leading eigenvectors of the covariance of
@@ -144,8 +151,9 @@ func topEigenvector(x *Matrix, mu []float64, seed uint64, tol float64, maxIter i
 // eigenvalues in decreasing order, and the iterations used. It runs subspace
 // iteration on a block of k+7 vectors (at most d and n) with a Rayleigh–Ritz
 // step per pass over the data, until every one of the k Ritz vectors moves by
-// less than tol in angle, or maxIter iterations.
-func topEigenvectors(x *Matrix, mu []float64, k int, seed uint64, tol float64, maxIter int) ([][]float64, []float64, int) {
+// less than tol in angle, or maxIter iterations. Data with non-finite values make the
+// small eigenproblem of the Rayleigh–Ritz step fail: that is an error.
+func topEigenvectors(x *Matrix, mu []float64, k int, seed uint64, tol float64, maxIter int) ([][]float64, []float64, int, error) {
 	d := x.Cols
 	b := min(k+7, d, x.Rows)
 	k = min(k, b)
@@ -176,7 +184,9 @@ func topEigenvectors(x *Matrix, mu []float64, k int, seed uint64, tol float64, m
 			}
 		}
 		var eig mat.EigenSym
-		eig.Factorize(hs, true)
+		if !eig.Factorize(hs, true) {
+			return nil, nil, 0, errors.New("the covariance's eigendecomposition failed: the data hold non-finite values")
+		}
 		vals := eig.Values(nil)
 		var vecs mat.Dense
 		eig.VectorsTo(&vecs)
@@ -224,7 +234,7 @@ func topEigenvectors(x *Matrix, mu []float64, k int, seed uint64, tol float64, m
 			}
 		}
 	}
-	return top, lambda, min(it, maxIter)
+	return top, lambda, min(it, maxIter), nil
 }
 
 // orthonormalize replaces the columns of v by an orthonormal basis of their

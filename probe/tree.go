@@ -73,7 +73,10 @@ func (t TreeBaseline) Fit(d *Dataset) (*TreeModel, error) {
 	}
 	train := d.Subset(rows)
 	mean := train.X.colMeans(nil)
-	vecs, _, _ := topEigenvectors(train.X, mean, min(k, train.X.Cols), t.Seed, 1e-4, 100)
+	vecs, _, _, err := topEigenvectors(train.X, mean, min(k, train.X.Cols), t.Seed, 1e-4, 100)
+	if err != nil {
+		return nil, fmt.Errorf("tree baseline: %w", err)
+	}
 	m := &TreeModel{mean: mean, comps: make([][]float32, len(vecs))}
 	for i, v := range vecs {
 		m.comps[i] = make([]float32, len(v))

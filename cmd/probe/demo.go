@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -309,7 +310,13 @@ func ensureOrganism(ctx context.Context, f *demoFlags, logf recipe.Logger) (stri
 		if err != nil {
 			return "", spec, nil, err
 		}
-		card, _ := recipe.ReadCard(f.organism)
+		card, err := recipe.ReadCard(f.organism)
+		if errors.Is(err, fs.ErrNotExist) {
+			return f.organism, spec, nil, nil // an organism without its card: no training facts to report
+		}
+		if err != nil {
+			return "", spec, nil, fmt.Errorf("--organism %s: %w", f.organism, err)
+		}
 		return f.organism, spec, card, nil
 	}
 	spec, err := recipe.SpecFor(f.size, f.seed, f.steps)

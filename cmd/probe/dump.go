@@ -184,8 +184,7 @@ func dumpPrompts(ctx context.Context, f *dumpFlags, items []promptItem, shard st
 		if ctx.Err() != nil {
 			return nil, interrupted(w, f.out, done, len(todo))
 		}
-		_ = w.Flush()
-		return nil, err
+		return nil, keepDumped(w, err)
 	}
 	prog.finish()
 	if err := w.Close(); err != nil {
@@ -240,19 +239,10 @@ func resumeDump(dir string, want probe.Manifest, opts probe.StoreOptions) (*prob
 		return nil, err
 	}
 	got := w.Manifest()
-	switch {
-	case got.Model.Fingerprint != want.Model.Fingerprint:
-		err = fmt.Errorf("it was dumped from another model (fingerprint %s, this one %s)", got.Model.Fingerprint, want.Model.Fingerprint)
-	case !slices.Equal(got.Layers, want.Layers):
-		err = fmt.Errorf("it holds layers %v, not %v", got.Layers, want.Layers)
-	case got.Positions != want.Positions:
-		err = fmt.Errorf("it holds positions %s, not %s", got.Positions, want.Positions)
-	case got.DType != want.DType:
-		err = fmt.Errorf("it holds %s, not %s", got.DType, want.DType)
-	case got.Meta["shard"] != want.Meta["shard"]:
+	// The same rules as probe merge (probe.Compatible), plus the shard of the prompts.
+	err = probe.Compatible(&got, &want)
+	if err == nil && got.Meta["shard"] != want.Meta["shard"] {
 		err = fmt.Errorf("it is shard %s, not %s", got.Meta["shard"], want.Meta["shard"])
-	case got.Meta["kv_type"] != want.Meta["kv_type"]:
-		err = fmt.Errorf("it was dumped with a %s KV cache, not %s", got.Meta["kv_type"], want.Meta["kv_type"])
 	}
 	if err != nil {
 		return nil, fmt.Errorf("cannot resume %s: %w", dir, err)
@@ -349,4 +339,13 @@ func compactLayers(ls []int) string {
 		}
 	}
 	return fmt.Sprint(ls)
+}
+
+// keepDumped saves what a failed dump wrote before the failure (so that --resume can go on
+// from there) and returns the failure, with the saving's own failure if it had one.
+func keepDumped(w interface{ Flush() error }, err error) error {
+	if ferr := w.Flush(); ferr != nil {
+		return fmt.Errorf("%w; saving the prompts dumped before it also failed: %v", err, ferr)
+	}
+	return err
 }

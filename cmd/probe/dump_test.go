@@ -235,7 +235,7 @@ func TestResumeRefusesChangedInput(t *testing.T) {
 	requireFails(t, probeCmd(t, "", "dump", "-m", model, "-i", edited, "--text", "-o", out, "--layers", "0", "--resume"),
 		`cannot resume`, `example "line-1" was dumped from another prompt`)
 	requireFails(t, probeCmd(t, "", "dump", "-m", model, "-i", in, "--text", "-o", out, "--layers", "0", "--resume", "--kv-type", "f32"),
-		"dumped with a f16 KV cache, not f32")
+		`kv_type "f16" vs "f32"`)
 	after, err := os.ReadFile(filepath.Join(out, "manifest.json"))
 	require.NoError(t, err)
 	require.Equal(t, string(before), string(after))
