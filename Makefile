@@ -9,7 +9,7 @@ ifeq ($(OLLAMA_DIR),)
 OLLAMA_DIR := $(shell $(GO) mod download -json github.com/ollama/ollama | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
 endif
 
-# The bare cgo build of ggml has no -march: 10-25x slower (DESIGN.md). PORTABLE=1 targets AVX2/FMA.
+# The bare cgo build of ggml has no -march: 10-25x slower (docs/DESIGN.md §2). PORTABLE=1 targets AVX2/FMA.
 ifeq ($(PORTABLE),1)
 ARCH_FLAGS := -march=x86-64-v3
 else
@@ -78,6 +78,7 @@ else
 	cp -r $(GGML_SRC)/src/ggml-cuda $(GGML_SRC)/src/ggml-cpu $(DEVICE_DIR)/ggml/src/
 	find $(GGML_SRC)/src -maxdepth 1 -type f -exec cp {} $(DEVICE_DIR)/ggml/src/ \;
 	chmod -R u+w $(DEVICE_DIR)/ggml
+	find $(DEVICE_DIR)/ggml -name '*.go' -delete # not Go packages of this module (go ./... walks build/)
 	du -sh $(DEVICE_DIR)
 endif
 

@@ -102,7 +102,7 @@ func NewContext(m *Model, opts ContextOptions) (*Context, error) {
 	p.n_threads = C.int32_t(opts.Threads)
 	p.n_threads_batch = C.int32_t(opts.Threads)
 	// One KV stream keeps the batch in order through split_simple, so captured rows follow
-	// batch order (DESIGN.md).
+	// batch order (docs/DESIGN.md §3).
 	p.kv_unified = true
 	p.no_perf = true
 	p.flash_attn_type = C.LLAMA_FLASH_ATTN_TYPE_DISABLED

@@ -124,7 +124,8 @@ func NewRandomLlama(cfg LlamaConfig, seed uint64) (*Llama, error) {
 	return m, nil
 }
 
-// KVs returns the GGUF metadata llama.cpp needs for this model (DESIGN.md lists the keys).
+// KVs returns the GGUF metadata llama.cpp needs for this model (docs/DESIGN.md §6 lists the
+// keys).
 func (m *Llama) KVs() []gguf.KV {
 	c := m.Config
 	kvs := []gguf.KV{

@@ -137,7 +137,7 @@ static struct ggml_tensor * input_grad(struct ggml_context * ctx, struct ggml_te
 // norm_back differentiates h = RMSNorm(x) ⊙ w (a = RMSNorm(x)): dw = Σ_n dh ⊙ a, and dx through
 // RMS_NORM_BACK. The incoming gradient is marked as an output: the allocator may otherwise run
 // RMS_NORM_BACK in place over it, and the CPU kernel overwrites it before reading it (a silent
-// ggml bug; DESIGN.md).
+// ggml bug; docs/DESIGN.md §5).
 static struct ggml_tensor * norm_back(probe_trainer * t, graph_inst * g, struct ggml_tensor * dh, struct ggml_tensor * x,
                                       struct ggml_tensor * a, struct ggml_tensor * w, int iw) {
 	struct ggml_context * ctx = g->ctx;

@@ -15,7 +15,7 @@ typedef struct {
 	int n_sel;    // positions whose next token is predicted (the loss positions) per batch
 	int n_threads;
 	bool grad_only; // unused: every trainer can compute gradients without a step
-	bool rms_norm_fix; // apply the RMS_NORM_BACK in-place work-around (DESIGN.md); false only in tests
+	bool rms_norm_fix; // apply the RMS_NORM_BACK in-place work-around (docs/DESIGN.md §5); false only in tests
 } probe_train_config;
 
 typedef struct probe_trainer probe_trainer;
