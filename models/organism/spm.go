@@ -1,6 +1,7 @@
 package organism
 
 import (
+	"container/heap"
 	"fmt"
 	"strconv"
 	"strings"
@@ -151,50 +152,32 @@ type spmBigram struct {
 	size        int
 }
 
-// bigramQueue is the priority queue of llm_bigram_spm::comparator, a binary max-heap: highest
-// score first, then the leftmost. (Bigrams equal under the comparator, with the same score and
-// left symbol, are never both valid, so the order among them does not matter.)
+// bigramQueue is the priority queue of llm_bigram_spm::comparator, a binary max-heap kept by
+// container/heap: highest score first, then the leftmost. (Bigrams equal under the comparator,
+// with the same score and left symbol, are never both valid, so the order among them does not
+// matter.) Go through push and pop rather than heap.Push and heap.Pop: they keep bigrams out of
+// interface values, where each would be allocated. Pop, there for heap.Interface, returns nil.
 type bigramQueue []spmBigram
 
-func (q bigramQueue) before(i, j int) bool {
+func (q bigramQueue) Len() int { return len(q) }
+func (q bigramQueue) Less(i, j int) bool {
 	return q[i].score > q[j].score || (q[i].score == q[j].score && q[i].left < q[j].left)
 }
+func (q bigramQueue) Swap(i, j int) { q[i], q[j] = q[j], q[i] }
+func (q *bigramQueue) Push(x any)   { *q = append(*q, x.(spmBigram)) }
+func (q *bigramQueue) Pop() any     { *q = (*q)[:len(*q)-1]; return nil }
 
+// push adds b: heap.Fix of a new last element is what heap.Push does after appending it.
 func (q *bigramQueue) push(b spmBigram) {
 	*q = append(*q, b)
-	h := *q
-	for i := len(h) - 1; i > 0; {
-		p := (i - 1) / 2
-		if !h.before(i, p) {
-			break
-		}
-		h[i], h[p] = h[p], h[i]
-		i = p
-	}
+	heap.Fix(q, len(*q)-1)
 }
 
+// pop removes and returns the first bigram (heap.Pop moves it to the end before Pop drops it).
 func (q *bigramQueue) pop() spmBigram {
-	h := *q
-	top := h[0]
-	last := len(h) - 1
-	h[0] = h[last]
-	h = h[:last]
-	for i := 0; ; {
-		l, r, m := 2*i+1, 2*i+2, i
-		if l < len(h) && h.before(l, m) {
-			m = l
-		}
-		if r < len(h) && h.before(r, m) {
-			m = r
-		}
-		if m == i {
-			break
-		}
-		h[i], h[m] = h[m], h[i]
-		i = m
-	}
-	*q = h
-	return top
+	b := (*q)[0]
+	heap.Pop(q)
+	return b
 }
 
 // spmSession is llm_tokenizer_spm_session.
