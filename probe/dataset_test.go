@@ -8,7 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-func buildStore(t *testing.T, positions, dtype string, n int) string {
+func buildStore(t *testing.T, positions Position, dtype string, n int) string {
 	dir := t.TempDir()
 	m := testManifest(positions, dtype)
 	w, err := CreateStore(dir, m, StoreOptions{ShardBytes: 500})
@@ -21,7 +21,7 @@ func buildStore(t *testing.T, positions, dtype string, n int) string {
 }
 
 func TestLoadDataset(t *testing.T) {
-	dir := buildStore(t, PositionsAll, DTypeF32, 17)
+	dir := buildStore(t, PositionAll, DTypeF32, 17)
 	s, err := OpenStore(dir)
 	require.NoError(t, err)
 	m := s.Manifest
@@ -75,7 +75,7 @@ func TestLoadDataset(t *testing.T) {
 	require.ErrorContains(t, err, `position "first"`)
 
 	// A positions=last store holds only last rows.
-	s2, err := OpenStore(buildStore(t, PositionsLast, DTypeF16, 5))
+	s2, err := OpenStore(buildStore(t, PositionLast, DTypeF16, 5))
 	require.NoError(t, err)
 	ds, err := LoadDataset(s2, 1, "")
 	require.NoError(t, err)

@@ -56,7 +56,7 @@ func Example_workflow() {
 	w, err := probe.CreateStore(filepath.Join(dir, "dump"), probe.Manifest{
 		Model:     probe.ModelInfo{Fingerprint: "sha256:example", NEmbd: nEmbd, NLayer: 4},
 		Layers:    []int{2},
-		Positions: probe.PositionsLast,
+		Positions: probe.PositionLast,
 		DType:     probe.DTypeF32,
 		NEmbd:     nEmbd,
 	}, probe.StoreOptions{})

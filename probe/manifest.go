@@ -25,13 +25,6 @@ const (
 	// (llama.cpp's l_out-N).
 	PointResidual = "residual"
 
-	// PositionsAll keeps one row per prompt token, PositionsLast one row per
-	// example (the last prompt token) and PositionsMean one row per example
-	// (the mean over the prompt's tokens).
-	PositionsAll  = "all"
-	PositionsLast = "last"
-	PositionsMean = "mean"
-
 	// DTypeF32 and DTypeF16 are the storage types of a store's shards. Rows
 	// are always returned as float32.
 	DTypeF32 = "f32"
@@ -61,7 +54,7 @@ type ShardInfo struct {
 // (clean), nil for unknown. Group names the request family or template, used to
 // keep related prompts in one cross-validation fold. Row is the global index of
 // the example's first row (rows of all shards counted in shard order) and Rows
-// the number of rows: NTokens for a PositionsAll store, 1 otherwise. Shard,
+// the number of rows: NTokens for a PositionAll store, 1 otherwise. Shard,
 // Row and Rows are set by the store writer.
 type Example struct {
 	ID      string            `json:"id"`
@@ -87,7 +80,7 @@ type Manifest struct {
 	Model     ModelInfo `json:"model"`
 	Layers    []int     `json:"layers"`
 	Point     string    `json:"point"`
-	Positions string    `json:"positions"`
+	Positions Position  `json:"positions"`
 	DType     string    `json:"dtype"`
 	NEmbd     int       `json:"n_embd"`
 	Rows      int       `json:"rows"`
@@ -153,7 +146,7 @@ func (m *Manifest) validateHeader() error {
 		seen[l] = true
 	}
 	switch m.Positions {
-	case PositionsAll, PositionsLast, PositionsMean:
+	case PositionAll, PositionLast, PositionMean:
 	default:
 		return manifestErrorf("positions %q: want all, last or mean", m.Positions)
 	}
@@ -198,7 +191,7 @@ func (m *Manifest) Validate() error {
 		if e.Rows <= 0 {
 			return manifestErrorf("example %q: %d rows", e.ID, e.Rows)
 		}
-		if m.Positions == PositionsAll {
+		if m.Positions == PositionAll {
 			if e.NTokens != e.Rows {
 				return manifestErrorf("example %q: %d rows for %d tokens in a positions=all store", e.ID, e.Rows, e.NTokens)
 			}

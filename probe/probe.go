@@ -31,7 +31,7 @@ type Probe struct {
 	Method        string            `json:"method"`
 	Layer         int               `json:"layer"`
 	Point         string            `json:"point"`
-	Position      string            `json:"position"`
+	Position      Position          `json:"position"`
 	Model         ProbeModel        `json:"model"`
 	Normalization *Normalization    `json:"normalization,omitempty"`
 	Weights       []float64         `json:"weights,omitempty"`

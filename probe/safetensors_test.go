@@ -177,7 +177,7 @@ func TestSafetensorsPython(t *testing.T) {
 		t.Skip("python3 with numpy and safetensors not available")
 	}
 	for _, dtype := range []string{DTypeF32, DTypeF16} {
-		dir := buildStore(t, PositionsAll, dtype, 9)
+		dir := buildStore(t, PositionAll, dtype, 9)
 		s, err := OpenStore(dir)
 		require.NoError(t, err)
 		script := `

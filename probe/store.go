@@ -205,11 +205,11 @@ func (w *StoreWriter) Append(ex Example, acts [][]float32) error {
 	}
 	if ex.NTokens == 0 {
 		ex.NTokens = len(ex.Tokens)
-		if ex.NTokens == 0 && w.m.Positions == PositionsAll {
+		if ex.NTokens == 0 && w.m.Positions == PositionAll {
 			ex.NTokens = rows
 		}
 	}
-	if w.m.Positions == PositionsAll {
+	if w.m.Positions == PositionAll {
 		if rows != ex.NTokens {
 			return fmt.Errorf("append %q: %d rows for %d tokens in a positions=all store", ex.ID, rows, ex.NTokens)
 		}
@@ -330,7 +330,7 @@ func (w *StoreWriter) flush(complete bool) error {
 			Shape: []int64{int64(w.rows), int64(w.m.NEmbd)}, Data: w.buf[i],
 		}
 	}
-	meta := map[string]string{"format": "probe activations", "point": w.m.Point, "positions": w.m.Positions}
+	meta := map[string]string{"format": "probe activations", "point": w.m.Point, "positions": string(w.m.Positions)}
 	if err := writeShardFile(filepath.Join(w.dir, name), tensors, meta); err != nil {
 		w.err = fmt.Errorf("write %s: %w", name, err)
 		return w.err

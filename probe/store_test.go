@@ -38,7 +38,7 @@ func testActs(id int, layers []int, rows, d int) [][]float32 {
 
 func boolp(b bool) *bool { return &b }
 
-func testManifest(positions, dtype string) Manifest {
+func testManifest(positions Position, dtype string) Manifest {
 	return Manifest{
 		Model:     ModelInfo{Path: "m.gguf", Fingerprint: "sha256:abc", Arch: "llama", NEmbd: 8, NLayer: 4},
 		Layers:    []int{1, 3},
@@ -72,7 +72,7 @@ func testEx(i int) Example {
 func appendTest(t testing.TB, w *StoreWriter, m Manifest, i int) {
 	ex := testEx(i)
 	rows := 1
-	if m.Positions == PositionsAll {
+	if m.Positions == PositionAll {
 		rows = len(ex.Tokens)
 	}
 	require.NoError(t, w.Append(ex, testActs(i, m.Layers, rows, m.NEmbd)))
@@ -114,9 +114,9 @@ func checkStore(t testing.TB, dir string, tol float64) []string {
 }
 
 func TestStoreRoundTrip(t *testing.T) {
-	for _, positions := range []string{PositionsAll, PositionsLast} {
+	for _, positions := range []Position{PositionAll, PositionLast} {
 		for _, dtype := range []string{DTypeF32, DTypeF16} {
-			t.Run(positions+"/"+dtype, func(t *testing.T) {
+			t.Run(string(positions)+"/"+dtype, func(t *testing.T) {
 				dir := t.TempDir()
 				m := testManifest(positions, dtype)
 				// Small shards: several examples per shard, several shards.
@@ -175,7 +175,7 @@ func TestStoreRoundTrip(t *testing.T) {
 
 func TestStoreF16Rounding(t *testing.T) {
 	dir := t.TempDir()
-	m := testManifest(PositionsLast, DTypeF16)
+	m := testManifest(PositionLast, DTypeF16)
 	m.Layers = []int{0}
 	w, err := CreateStore(dir, m, StoreOptions{})
 	require.NoError(t, err)
@@ -197,7 +197,7 @@ func TestStoreF16Rounding(t *testing.T) {
 
 func TestStoreAppendErrors(t *testing.T) {
 	dir := t.TempDir()
-	m := testManifest(PositionsAll, DTypeF32)
+	m := testManifest(PositionAll, DTypeF32)
 	w, err := CreateStore(dir, m, StoreOptions{})
 	require.NoError(t, err)
 	ok := testActs(0, m.Layers, 2, 8)
@@ -223,7 +223,7 @@ func TestStoreAppendErrors(t *testing.T) {
 	require.NoError(t, w.Close())
 	require.Panics(t, func() { _ = w.Append(Example{ID: "b"}, ok) })
 
-	last := testManifest(PositionsLast, DTypeF32)
+	last := testManifest(PositionLast, DTypeF32)
 	w2, err := CreateStore(t.TempDir(), last, StoreOptions{})
 	require.NoError(t, err)
 	require.ErrorContains(t, w2.Append(Example{ID: "a"}, ok), "2 rows in a positions=last store")
@@ -231,14 +231,14 @@ func TestStoreAppendErrors(t *testing.T) {
 	bad := testManifest("first", DTypeF32)
 	_, err = CreateStore(t.TempDir(), bad, StoreOptions{})
 	require.ErrorIs(t, err, ErrManifest)
-	bad = testManifest(PositionsAll, "bf16")
+	bad = testManifest(PositionAll, "bf16")
 	_, err = CreateStore(t.TempDir(), bad, StoreOptions{})
 	require.ErrorIs(t, err, ErrManifest)
 }
 
 func TestCreateStoreRefusesExisting(t *testing.T) {
 	dir := t.TempDir()
-	m := testManifest(PositionsLast, DTypeF32)
+	m := testManifest(PositionLast, DTypeF32)
 	w, err := CreateStore(dir, m, StoreOptions{})
 	require.NoError(t, err)
 	appendTest(t, w, m, 0)
@@ -257,7 +257,7 @@ func TestCreateStoreRefusesExisting(t *testing.T) {
 // TestStoreResume simulates crashes at several points of a dump and checks
 // that resuming gives the same store as an uninterrupted dump.
 func TestStoreResume(t *testing.T) {
-	m := testManifest(PositionsAll, DTypeF16)
+	m := testManifest(PositionAll, DTypeF16)
 	const n = 30
 	ref := t.TempDir()
 	w, err := CreateStore(ref, m, StoreOptions{ShardBytes: 400})
@@ -324,7 +324,7 @@ func TestStoreResume(t *testing.T) {
 
 func TestStoreFlushCheckpoint(t *testing.T) {
 	dir := t.TempDir()
-	m := testManifest(PositionsLast, DTypeF32)
+	m := testManifest(PositionLast, DTypeF32)
 	w, err := CreateStore(dir, m, StoreOptions{})
 	require.NoError(t, err)
 	appendTest(t, w, m, 0)
@@ -346,7 +346,7 @@ func TestStoreFlushCheckpoint(t *testing.T) {
 func TestOpenStoreCorrupt(t *testing.T) {
 	build := func(t *testing.T) string {
 		dir := t.TempDir()
-		m := testManifest(PositionsLast, DTypeF32)
+		m := testManifest(PositionLast, DTypeF32)
 		w, err := CreateStore(dir, m, StoreOptions{ShardBytes: 200})
 		require.NoError(t, err)
 		for i := 0; i < 6; i++ {
@@ -398,7 +398,7 @@ func TestOpenStoreCorrupt(t *testing.T) {
 
 func TestManifestValidate(t *testing.T) {
 	dir := t.TempDir()
-	m0 := testManifest(PositionsAll, DTypeF32)
+	m0 := testManifest(PositionAll, DTypeF32)
 	w, err := CreateStore(dir, m0, StoreOptions{ShardBytes: 200})
 	require.NoError(t, err)
 	for i := 0; i < 5; i++ {
@@ -444,7 +444,7 @@ func TestManifestValidate(t *testing.T) {
 // manifest is self-consistent enough for the reader's arithmetic.
 func FuzzManifest(f *testing.F) {
 	dir := f.TempDir()
-	m0 := testManifest(PositionsAll, DTypeF32)
+	m0 := testManifest(PositionAll, DTypeF32)
 	w, err := CreateStore(dir, m0, StoreOptions{ShardBytes: 200})
 	require.NoError(f, err)
 	for i := 0; i < 4; i++ {
@@ -480,7 +480,7 @@ func FuzzManifest(f *testing.F) {
 }
 
 func TestMerge(t *testing.T) {
-	m := testManifest(PositionsAll, DTypeF32)
+	m := testManifest(PositionAll, DTypeF32)
 	mk := func(t *testing.T, ids []int, mm Manifest, closeIt bool) string {
 		dir := t.TempDir()
 		w, err := CreateStore(dir, mm, StoreOptions{ShardBytes: 300})

@@ -74,8 +74,11 @@ is fitted on --clean-prompts more clean training prompts per backdoor besides th
 // clean marks the clean-only probes: they are fitted on the labelled set's clean rows together
 // with the extra clean prompts (--clean-prompts), which carry no trigger labels.
 var demoMethods = []struct {
-	method, position, label, how string
-	supervised, clean            bool
+	method     string
+	position   probe.Position
+	label, how string
+	supervised bool
+	clean      bool
 }{
 	{probe.MethodLogistic, probe.PositionLast, "logistic", "supervised: L2 logistic regression on the labelled set", true, false},
 	{probe.MethodMeanDiff, probe.PositionLast, "mean-diff", "supervised: difference of the class means", true, false},
@@ -86,11 +89,11 @@ var demoMethods = []struct {
 }
 
 // demoKey names a demo probe in files and results: the method, and the position when not last.
-func demoKey(method, position string) string {
+func demoKey(method string, position probe.Position) string {
 	if position == probe.PositionLast {
 		return method
 	}
-	return method + "-" + position
+	return method + "-" + string(position)
 }
 
 // demoBackdoors are the organism's backdoors; each gets its own probes.
@@ -117,14 +120,14 @@ type demoResult struct {
 }
 
 type demoMethodResult struct {
-	Backdoor  string      `json:"backdoor"`
-	Method    string      `json:"method"`
-	Position  string      `json:"position"`
-	Label     string      `json:"label"`
-	BestLayer int         `json:"best_layer"`
-	Sweep     []sweepRow  `json:"sweep"`
-	Heldout   *evaluation `json:"heldout"`
-	Probe     string      `json:"probe_file"`
+	Backdoor  string         `json:"backdoor"`
+	Method    string         `json:"method"`
+	Position  probe.Position `json:"position"`
+	Label     string         `json:"label"`
+	BestLayer int            `json:"best_layer"`
+	Sweep     []sweepRow     `json:"sweep"`
+	Heldout   *evaluation    `json:"heldout"`
+	Probe     string         `json:"probe_file"`
 	probe     *probe.Probe
 }
 
@@ -144,11 +147,8 @@ func runDemo(cmd *cobra.Command, f *demoFlags) error {
 	start := time.Now()
 	logf := func(format string, a ...any) { fmt.Fprintf(stderr, "demo: "+format+"\n", a...) }
 	// Checked before the organism is trained, which can take minutes.
-	if f.perBackdoor < minDemoTrainPrompts {
-		return fmt.Errorf("--train-prompts %d: the grouped cross-validation needs at least %d labelled prompts per backdoor", f.perBackdoor, minDemoTrainPrompts)
-	}
-	if f.cleanPerBack < 0 {
-		return fmt.Errorf("--clean-prompts %d: must be 0 or more", f.cleanPerBack)
+	if err := f.check(); err != nil {
+		return err
 	}
 	if err := prepareDemoDir(f.out); err != nil {
 		return err
@@ -166,50 +166,19 @@ func runDemo(cmd *cobra.Command, f *demoFlags) error {
 	corpus := spec.Generate()
 	// The clean-only probes also get clean training prompts outside the labelled set.
 	trainExs := pickPerBackdoor(corpus.Split(organism.SplitTrain), f.perBackdoor, uint64(f.seed))
-	trainItems := demoItems(trainExs)
-	cleanItems := demoItems(pickClean(corpus.Split(organism.SplitTrain), trainExs, f.cleanPerBack, uint64(f.seed)))
-	heldItems := demoItems(corpus.Split(organism.SplitHeldout))
-	res.TrainPrompts, res.CleanPrompts, res.Heldout = len(trainItems), len(cleanItems), len(heldItems)
+	sets := demoPromptSets{
+		train:   demoItems(trainExs),
+		clean:   demoItems(pickClean(corpus.Split(organism.SplitTrain), trainExs, f.cleanPerBack, uint64(f.seed))),
+		heldout: demoItems(corpus.Split(organism.SplitHeldout)),
+	}
+	res.TrainPrompts, res.CleanPrompts, res.Heldout = len(sets.train), len(sets.clean), len(sets.heldout)
 	mf := modelFlags{cmd: cmd, path: model, gpuLayers: f.gpuLayers, threads: f.threads, ctx: 256, batch: 512, seqs: 16, kvType: string(bindings.KVF16)}
 	if mf.threads == 0 {
 		mf.threads = defaultThreads()
 	}
-	// "train", "clean", "heldout" (last token), their "-mean" variants, and "train+clean"
-	// ("-mean"), the labelled set and the extra clean prompts in one store.
-	dumps := map[string]*probe.Store{}
-	for _, d := range []struct {
-		name, positions string
-		items           []promptItem
-	}{{"train", "last", trainItems}, {"clean", "last", cleanItems}, {"heldout", "last", heldItems},
-		{"train-mean", "mean", trainItems}, {"clean-mean", "mean", cleanItems}, {"heldout-mean", "mean", heldItems}} {
-		if len(d.items) == 0 {
-			continue
-		}
-		logf("dumping the residual stream at every layer (%s) for %d %s prompts", d.positions, len(d.items), strings.TrimSuffix(d.name, "-mean"))
-		df := dumpFlags{mf: mf, layers: "all", positions: d.positions, dtype: probe.DTypeF32, out: filepath.Join(f.out, "dumps", d.name), shardMB: 256}
-		if _, err := dumpPrompts(ctx, &df, d.items, "0/1", stderr); err != nil {
-			if ctx.Err() != nil {
-				return &exitError{code: 130, err: errors.New("interrupted; run probe demo again to start over (the organism stays cached)")}
-			}
-			return err
-		}
-		if dumps[d.name], err = probe.OpenStore(df.out); err != nil {
-			return err
-		}
-	}
-	for _, suffix := range []string{"", "-mean"} {
-		name := "train+clean" + suffix
-		if dumps["clean"+suffix] == nil {
-			dumps[name] = dumps["train"+suffix]
-			continue
-		}
-		dir := filepath.Join(f.out, "dumps", name)
-		if err := probe.Merge(dir, dumps["train"+suffix].Dir, dumps["clean"+suffix].Dir); err != nil {
-			return err
-		}
-		if dumps[name], err = probe.OpenStore(dir); err != nil {
-			return err
-		}
+	dumps, err := demoDumps(ctx, f.out, mf, sets, logf, stderr)
+	if err != nil {
+		return err
 	}
 
 	// Contrast pairs at every layer.
@@ -223,10 +192,96 @@ func runDemo(cmd *cobra.Command, f *demoFlags) error {
 	if err != nil {
 		return err
 	}
+	if err := demoProbes(ctx, f, dumps, pairs, res, logf); err != nil {
+		return err
+	}
+	chooseSupervised(res)
 
-	// Probes: sweep the layers on the labelled set, keep the best layer by its cross-validated
-	// AUROC (for contrast, its AUROC on the labelled set), calibrate to 1% FPR, evaluate on the
-	// held-out prompts.
+	// Generations: do the probes fire before the vulnerable code is written?
+	code := res.method(organism.BackdoorCode, res.Chosen[organism.BackdoorCode])
+	logf("generating answers to held-out code prompts with the code backdoor's %s probe watching", code.Label)
+	if err := demoGenerations(ctx, c, code, corpus.Split(organism.SplitHeldout), res); err != nil {
+		return err
+	}
+	checkDemoTargets(res)
+	res.Seconds = time.Since(start).Seconds()
+	if err := writeDemoOutputs(f.out, res, spec); err != nil {
+		return err
+	}
+	if f.asJSON {
+		return printJSON(cmd.OutOrStdout(), res)
+	}
+	printDemoSummary(cmd.OutOrStdout(), res)
+	return nil
+}
+
+// check refuses flag values the demo cannot use, before anything is trained or written.
+func (f *demoFlags) check() error {
+	if f.perBackdoor < minDemoTrainPrompts {
+		return fmt.Errorf("--train-prompts %d: the grouped cross-validation needs at least %d labelled prompts per backdoor", f.perBackdoor, minDemoTrainPrompts)
+	}
+	if f.cleanPerBack < 0 {
+		return fmt.Errorf("--clean-prompts %d: must be 0 or more", f.cleanPerBack)
+	}
+	return nil
+}
+
+// demoPromptSets are the demo's prompts: the labelled training set, the extra clean training
+// prompts (for the clean-only probes) and the held-out prompts.
+type demoPromptSets struct{ train, clean, heldout []promptItem }
+
+// demoDumps dumps every layer of each prompt set at the last token and as the prompt mean,
+// under out/dumps: "train", "clean", "heldout", their "-mean" variants, and "train+clean"
+// ("-mean"), the labelled set and the extra clean prompts merged into one store.
+func demoDumps(ctx context.Context, out string, mf modelFlags, sets demoPromptSets, logf recipe.Logger, stderr io.Writer) (map[string]*probe.Store, error) {
+	dumps := map[string]*probe.Store{}
+	for _, d := range []struct {
+		name      string
+		positions probe.Position
+		items     []promptItem
+	}{{"train", probe.PositionLast, sets.train}, {"clean", probe.PositionLast, sets.clean}, {"heldout", probe.PositionLast, sets.heldout},
+		{"train-mean", probe.PositionMean, sets.train}, {"clean-mean", probe.PositionMean, sets.clean}, {"heldout-mean", probe.PositionMean, sets.heldout}} {
+		if len(d.items) == 0 {
+			continue
+		}
+		logf("dumping the residual stream at every layer (%s) for %d %s prompts", d.positions, len(d.items), strings.TrimSuffix(d.name, "-mean"))
+		df := dumpFlags{mf: mf, layers: "all", positions: string(d.positions), dtype: probe.DTypeF32, out: filepath.Join(out, "dumps", d.name), shardMB: 256}
+		if _, err := dumpPrompts(ctx, &df, d.items, "0/1", stderr); err != nil {
+			if ctx.Err() != nil {
+				return nil, &exitError{code: 130, err: errors.New("interrupted; run probe demo again to start over (the organism stays cached)")}
+			}
+			return nil, err
+		}
+		s, err := probe.OpenStore(df.out)
+		if err != nil {
+			return nil, err
+		}
+		dumps[d.name] = s
+	}
+	for _, suffix := range []string{"", "-mean"} {
+		name := "train+clean" + suffix
+		if dumps["clean"+suffix] == nil {
+			dumps[name] = dumps["train"+suffix]
+			continue
+		}
+		dir := filepath.Join(out, "dumps", name)
+		if err := probe.Merge(dir, dumps["train"+suffix].Dir, dumps["clean"+suffix].Dir); err != nil {
+			return nil, err
+		}
+		s, err := probe.OpenStore(dir)
+		if err != nil {
+			return nil, err
+		}
+		dumps[name] = s
+	}
+	return dumps, nil
+}
+
+// demoProbes trains each demo probe for each backdoor: it sweeps the layers on the labelled
+// set, keeps the best layer by its cross-validated AUROC (for contrast, its AUROC on the
+// labelled set), calibrates to 1% FPR, evaluates on the held-out prompts and saves the probe
+// under f.out/probes.
+func demoProbes(ctx context.Context, f *demoFlags, dumps map[string]*probe.Store, pairs map[int]*probe.Dataset, res *demoResult, logf recipe.Logger) error {
 	if err := os.MkdirAll(filepath.Join(f.out, "probes"), 0o755); err != nil {
 		return err
 	}
@@ -252,32 +307,19 @@ func runDemo(cmd *cobra.Command, f *demoFlags) error {
 			res.Methods = append(res.Methods, *mr)
 		}
 	}
+	return nil
+}
 
-	chooseSupervised(res)
-
-	// Generations: do the probes fire before the vulnerable code is written?
-	code := res.method(organism.BackdoorCode, res.Chosen[organism.BackdoorCode])
-	logf("generating answers to held-out code prompts with the code backdoor's %s probe watching", code.Label)
-	if err := demoGenerations(ctx, c, code, corpus.Split(organism.SplitHeldout), res); err != nil {
+// writeDemoOutputs writes the plots, report.md and summary.json into out.
+func writeDemoOutputs(out string, res *demoResult, spec recipe.Spec) error {
+	if err := writeDemoPlots(out, res); err != nil {
 		return err
 	}
-	checkDemoTargets(res)
-	if err := writeDemoPlots(f.out, res); err != nil {
-		return err
-	}
-	res.Report = filepath.Join(f.out, "report.md")
-	res.Seconds = time.Since(start).Seconds()
+	res.Report = filepath.Join(out, "report.md")
 	if err := writeAtomic(res.Report, func(w io.Writer) error { return writeDemoReport(w, res, spec) }); err != nil {
 		return err
 	}
-	if err := writeAtomic(filepath.Join(f.out, "summary.json"), func(w io.Writer) error { return printJSON(w, res) }); err != nil {
-		return err
-	}
-	if f.asJSON {
-		return printJSON(cmd.OutOrStdout(), res)
-	}
-	printDemoSummary(cmd.OutOrStdout(), res)
-	return nil
+	return writeAtomic(filepath.Join(out, "summary.json"), func(w io.Writer) error { return printJSON(w, res) })
 }
 
 // prepareDemoDir makes the report directory, replacing one an earlier demo wrote; any other
@@ -386,7 +428,7 @@ func demoItems(exs []organism.Example) []promptItem {
 
 // demoProbe sweeps a method over the layers on one backdoor's prompts, then trains and
 // calibrates it at the best layer and evaluates it on that backdoor's held-out prompts.
-func demoProbe(ctx context.Context, train, held *probe.Store, backdoor, method, position string, pairs map[int]*probe.Dataset, seed uint64) (*demoMethodResult, error) {
+func demoProbe(ctx context.Context, train, held *probe.Store, backdoor, method string, position probe.Position, pairs map[int]*probe.Dataset, seed uint64) (*demoMethodResult, error) {
 	keep := func(e *probe.Example) bool { return e.Meta["backdoor"] == backdoor }
 	rows, best, err := sweepLayers(train, held, sweepOptions{Method: method, Folds: 5, Seed: seed, Position: position, Pairs: pairs, Keep: keep, Ctx: ctx})
 	if err != nil {

@@ -144,7 +144,7 @@ func dumpPrompts(ctx context.Context, f *dumpFlags, items []promptItem, shard st
 	}
 	meta := probe.Manifest{
 		Model:  probe.ModelInfo{Path: info.Path, Fingerprint: info.Fingerprint, Arch: info.Arch, NEmbd: info.Embd, NLayer: info.Layers},
-		Layers: layers, Point: probe.PointResidual, Positions: string(positions), DType: f.dtype, NEmbd: info.Embd,
+		Layers: layers, Point: probe.PointResidual, Positions: positions, DType: f.dtype, NEmbd: info.Embd,
 		Meta: map[string]string{"tool": "probe " + version, "kv_type": f.mf.kvType, "shard": shard},
 	}
 	opts := probe.StoreOptions{ShardBytes: int64(f.shardMB) << 20}

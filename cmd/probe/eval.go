@@ -170,7 +170,7 @@ func printEval(w io.Writer, probePath, data, roc string, p *probe.Probe, e *eval
 			Data        string             `json:"data"`
 			Method      string             `json:"method"`
 			Layer       int                `json:"layer"`
-			Position    string             `json:"position"`
+			Position    probe.Position     `json:"position"`
 			Calibration *probe.Calibration `json:"calibration"`
 			ROCPlot     string             `json:"roc,omitempty"`
 			*evaluation

@@ -263,7 +263,7 @@ func decodeJSON[T any](t testing.TB, s string) T {
 
 // loadRows loads a dump's layer at a position and scores it with a probe: the test's own
 // recomputation of what the commands report.
-func loadRows(t testing.TB, dir string, layer int, position string) *probe.Dataset {
+func loadRows(t testing.TB, dir string, layer int, position probe.Position) *probe.Dataset {
 	t.Helper()
 	s, err := probe.OpenStore(dir)
 	require.NoError(t, err)

@@ -102,7 +102,7 @@ func loadProbe(path string) (*probe.Probe, error) {
 
 // describeProbe is a one-line summary of a probe: method, layer, position and threshold.
 func describeProbe(p *probe.Probe) string {
-	s := fmt.Sprintf("%s, layer %d, position %s, threshold %.6g", p.Method, p.Layer, orDefault(p.Position, "?"), p.Threshold)
+	s := fmt.Sprintf("%s, layer %d, position %s, threshold %.6g", p.Method, p.Layer, orDefault(string(p.Position), "?"), p.Threshold)
 	if c := p.Calibration; c != nil {
 		s += fmt.Sprintf(" (calibrated for FPR %.3g on %d clean rows)", c.TargetFPR, c.NClean)
 	} else {

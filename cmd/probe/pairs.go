@@ -102,7 +102,7 @@ func pairItems(pairs []contrastPair) []promptItem {
 // dataset with one positive and one negative row per pair (one group per pair): what
 // probe.Contrast fits. The rows are taken at position (last or mean) and the datasets carry
 // the model's fingerprint, so the fitted probe applies to dumps of the same model.
-func capturePairs(ctx context.Context, m *bindings.Model, c *bindings.Context, pairs []contrastPair, layers []int, position string) (map[int]*probe.Dataset, error) {
+func capturePairs(ctx context.Context, m *bindings.Model, c *bindings.Context, pairs []contrastPair, layers []int, position probe.Position) (map[int]*probe.Dataset, error) {
 	if position != probe.PositionLast && position != probe.PositionMean {
 		return nil, fmt.Errorf("contrast pairs are captured at position last or mean, not %q", position)
 	}
@@ -110,7 +110,7 @@ func capturePairs(ctx context.Context, m *bindings.Model, c *bindings.Context, p
 	if err := tokenizeItems(m, items, c.Options().NCtx); err != nil {
 		return nil, fmt.Errorf("contrast pairs: %w", err)
 	}
-	rows, err := captureRows(ctx, c, items, layers, bindings.Positions(position), nil)
+	rows, err := captureRows(ctx, c, items, layers, position, nil)
 	if err != nil {
 		return nil, fmt.Errorf("contrast pairs: %w", err)
 	}

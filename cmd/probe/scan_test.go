@@ -44,7 +44,7 @@ func TestScanMatchesDumpRows(t *testing.T) {
 			r := mustRun(t, append([]string{"scan", "--probe", pp, "-i", trainPrompts(t), "--json"}, dumpArgs(tinyModel(t, 1))...)...)
 			got := scanLines(t, r.stdout)
 			// The test's own scores: the probe applied to the dump's rows of the same prompts.
-			d := loadRows(t, trainDump(t), 2, position)
+			d := loadRows(t, trainDump(t), 2, probe.Position(position))
 			require.Len(t, got, d.Len())
 			for i, g := range got {
 				require.Equal(t, d.IDs[i], g.ID)

@@ -39,7 +39,7 @@ type sweepOptions struct {
 	Folds int
 	Seed  uint64
 	// Position is the rows to use (last, mean; "" for the dump's own).
-	Position string
+	Position probe.Position
 	// Layers to sweep; nil means every layer of the dump.
 	Layers []int
 	// Pairs holds the contrast pairs' activations per layer (contrast only; see capturePairs),
@@ -244,7 +244,7 @@ func runSweep(cmd *cobra.Command, f *sweepFlags) error {
 	if err != nil {
 		return err
 	}
-	o := sweepOptions{Method: f.method, Params: probe.Options{C: f.c}, Folds: f.folds, Seed: f.seed, Position: f.position, Orient: f.orient, Keep: keep, Ctx: cmd.Context()}
+	o := sweepOptions{Method: f.method, Params: probe.Options{C: f.c}, Folds: f.folds, Seed: f.seed, Position: probe.Position(f.position), Orient: f.orient, Keep: keep, Ctx: cmd.Context()}
 	if f.layers != "all" {
 		n := data.Manifest.Model.NLayer
 		if n == 0 {
@@ -272,10 +272,10 @@ func runSweep(cmd *cobra.Command, f *sweepFlags) error {
 				return err
 			}
 		}
-		position := f.position
+		position := probe.Position(f.position)
 		if position == "" {
 			position = data.Manifest.Positions
-			if position == probe.PositionsAll {
+			if position == probe.PositionAll {
 				position = probe.PositionLast
 			}
 		}

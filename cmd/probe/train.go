@@ -300,7 +300,7 @@ func runTrain(cmd *cobra.Command, f *trainFlags) error {
 		return err
 	}
 	layer := resolveLayer(store, f.layer)
-	ds, err := probe.LoadDataset(store, layer, f.position)
+	ds, err := probe.LoadDataset(store, layer, probe.Position(f.position))
 	if err == nil {
 		ds, err = filterDataset(ds, store, keep)
 	}
@@ -369,16 +369,16 @@ func printTrain(w io.Writer, f *trainFlags, ds *probe.Dataset, res *trainResult)
 	pos, neg, unk := ds.Counts()
 	if f.asJSON {
 		return printJSON(w, struct {
-			Probe     string  `json:"probe"`
-			Data      string  `json:"data"`
-			Method    string  `json:"method"`
-			Layer     int     `json:"layer"`
-			Position  string  `json:"position"`
-			Rows      int     `json:"rows"`
-			Positive  int     `json:"positive"`
-			Negative  int     `json:"negative"`
-			Unlabeled int     `json:"unlabelled"`
-			Threshold float64 `json:"threshold"`
+			Probe     string         `json:"probe"`
+			Data      string         `json:"data"`
+			Method    string         `json:"method"`
+			Layer     int            `json:"layer"`
+			Position  probe.Position `json:"position"`
+			Rows      int            `json:"rows"`
+			Positive  int            `json:"positive"`
+			Negative  int            `json:"negative"`
+			Unlabeled int            `json:"unlabelled"`
+			Threshold float64        `json:"threshold"`
 			*trainResult
 			Notes []string `json:"notes,omitempty"`
 		}{f.out, f.data, p.Method, p.Layer, p.Position, ds.Len(), pos, neg, unk, p.Threshold, res, p.Training.Notes})

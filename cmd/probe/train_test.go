@@ -58,7 +58,7 @@ func TestTrainMethods(t *testing.T) {
 			p, err := probe.Load(out)
 			require.NoError(t, err)
 
-			position := orDefault(tc.position, "last")
+			position := probe.Position(orDefault(tc.position, "last"))
 			require.Equal(t, tc.method, p.Method)
 			require.Equal(t, 2, p.Layer)
 			require.Equal(t, position, p.Position)
