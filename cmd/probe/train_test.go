@@ -62,7 +62,7 @@ func TestTrainMethods(t *testing.T) {
 			require.Equal(t, tc.method, p.Method)
 			require.Equal(t, 2, p.Layer)
 			require.Equal(t, position, p.Position)
-			require.Equal(t, position, got.Position)
+			require.Equal(t, string(position), got.Position)
 			require.Equal(t, 40, got.Rows)
 			require.Equal(t, 20, got.Positive)
 			require.Equal(t, 20, got.Negative)
