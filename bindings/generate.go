@@ -8,6 +8,7 @@ import "C"
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"unsafe"
@@ -74,8 +75,9 @@ func (c *Context) Generate(ctx context.Context, prompt []int32, opts GenerateOpt
 		return nil, fmt.Errorf("generate: max tokens %d is negative", opts.MaxTokens)
 	}
 	s := opts.Sampler
-	if s.Temperature < 0 || s.TopK < 0 || s.TopP < 0 || s.TopP > 1 {
-		return nil, fmt.Errorf("generate: bad sampler options %+v (temperature ≥ 0, top-k ≥ 0, 0 ≤ top-p ≤ 1)", s)
+	// Written so that NaN fails every comparison: llama.cpp's sampler asserts on NaN.
+	if !(s.Temperature >= 0 && s.Temperature <= 1e6) || s.TopK < 0 || !(s.TopP >= 0 && s.TopP <= 1) {
+		return nil, fmt.Errorf("generate: bad sampler options %+v (0 ≤ temperature ≤ 1e6, top-k ≥ 0, 0 ≤ top-p ≤ 1)", s)
 	}
 	var layers []int
 	if len(opts.Layers) > 0 {
@@ -118,6 +120,11 @@ func (c *Context) Generate(ctx context.Context, prompt []int32, opts GenerateOpt
 			pos += n
 			pending = pending[n:]
 		}
+		// A model whose weights hold NaN or Inf gives non-finite logits: llama.cpp's sampler
+		// would assert (temperature > 0) or pick garbage (greedy).
+		if err := c.checkLogits(); err != nil {
+			return out, fmt.Errorf("generate: %w", err)
+		}
 		tok := int32(C.llama_sampler_sample(smpl, c.c, -1))
 		if bool(C.llama_vocab_is_eog(c.m.vocab, C.llama_token(tok))) {
 			out.StopReason = StopEOG
@@ -159,6 +166,20 @@ func (c *Context) Generate(ctx context.Context, prompt []int32, opts GenerateOpt
 	}
 	out.Text = text.String()
 	return out, nil
+}
+
+// checkLogits returns an error when the logits of the last decoded token hold NaN or ±Inf.
+func (c *Context) checkLogits() error {
+	lp := C.llama_get_logits_ith(c.c, -1)
+	if lp == nil {
+		return errors.New("no logits for the last token")
+	}
+	for i, v := range unsafe.Slice((*float32)(unsafe.Pointer(lp)), int(c.m.nVocab)) {
+		if v-v != 0 {
+			return fmt.Errorf("model %s gave a non-finite logit (%v for token %d): its weights are broken", c.m.info.Path, v, i)
+		}
+	}
+	return nil
 }
 
 // lastRows copies the last captured row of each residual slot (the newest position).

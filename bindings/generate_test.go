@@ -2,7 +2,9 @@ package bindings
 
 import (
 	"context"
+	"math"
 	"math/rand/v2"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -138,4 +140,37 @@ func TestGenerateStops(t *testing.T) {
 		_, err = c.Generate(context.Background(), prompt, GenerateOptions{Layers: []int{7}}, nil)
 		require.ErrorContains(t, err, "layer 7 out of range")
 	})
+}
+
+// TestGenerateNonFinite: non-finite sampler settings are refused before llama.cpp's sampler
+// asserts on them, and a model whose weights hold NaN or Inf is an error naming the model,
+// greedy or sampled, never an abort or an empty generation.
+func TestGenerateNonFinite(t *testing.T) {
+	cfg := models.TinyConfig()
+	_, m, _ := loadTiny(t, cfg, 5)
+	c := newCtx(t, m, ContextOptions{NCtx: 64})
+	prompt := []int32{1, 40, 41, 42}
+	nan, inf := float32(math.NaN()), float32(math.Inf(1))
+	for _, s := range []SamplerOptions{{Temperature: nan}, {Temperature: inf}, {Temperature: -1}, {Temperature: 0.5, TopP: nan}, {TopP: 2}, {TopK: -1}} {
+		_, err := c.Generate(context.Background(), prompt, GenerateOptions{MaxTokens: 2, Sampler: s}, nil)
+		require.ErrorContains(t, err, "bad sampler options", "%+v", s)
+	}
+
+	for _, bad := range []float32{nan, inf} {
+		broken, err := models.NewRandomLlama(cfg, 5)
+		require.NoError(t, err)
+		broken.Output[7] = bad
+		path := filepath.Join(t.TempDir(), "broken.gguf")
+		require.NoError(t, broken.WriteGGUF(path))
+		bm, err := LoadModel(path, DefaultModelOptions())
+		require.NoError(t, err)
+		bc := newCtx(t, bm, ContextOptions{NCtx: 64})
+		for _, s := range []SamplerOptions{{}, {Temperature: 0.8, Seed: 1}} {
+			_, err := bc.Generate(context.Background(), prompt, GenerateOptions{MaxTokens: 3, Sampler: s}, nil)
+			require.ErrorContains(t, err, "non-finite logit", "%v %+v", bad, s)
+			require.ErrorContains(t, err, path)
+		}
+		require.NoError(t, bc.Close())
+		require.NoError(t, bm.Close())
+	}
 }

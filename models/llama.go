@@ -36,8 +36,29 @@ func (c LlamaConfig) Validate() error {
 		return fmt.Errorf("model config: heads %d is not a multiple of kv heads %d", c.NHead, c.NHeadKV)
 	case c.HeadDim()%2 != 0:
 		return fmt.Errorf("model config: head size %d must be even for RoPE", c.HeadDim())
+	case c.NEmbd > MaxDim || c.NFF > MaxDim || c.NVocab > MaxDim || c.NCtx > MaxDim || c.NLayer > 512:
+		return fmt.Errorf("model config: sizes beyond the limits (n_embd, ffn, vocab and context ≤ %d, layers ≤ 512): %+v", MaxDim, c)
+	case c.Params() > MaxParams:
+		return fmt.Errorf("model config: %d parameters, more than the %d a model made here may have (%d GiB as float32)", c.Params(), int64(MaxParams), MaxParams*4>>30)
+	case !(c.NormEps > 0 && c.NormEps < 1) || !(c.RopeTheta > 0) || math.IsInf(float64(c.RopeTheta), 0):
+		return fmt.Errorf("model config: norm epsilon %v must be in (0, 1) and RoPE base %v positive and finite", c.NormEps, c.RopeTheta)
 	}
 	return nil
+}
+
+// Limits on models made in memory (random tiny models, the organism): each is built as
+// float32 slices before it is written, so sizes are bounded before anything is allocated.
+const (
+	MaxDim    = 1 << 20
+	MaxParams = 1 << 30
+)
+
+// Params is the number of weights of a model of this shape.
+func (c LlamaConfig) Params() int64 {
+	e, ff, v, l := int64(c.NEmbd), int64(c.NFF), int64(c.NVocab), int64(c.NLayer)
+	kv := int64(c.NHeadKV) * int64(c.HeadDim())
+	block := 2*e + 2*e*e + 2*e*kv + 3*e*ff
+	return 2*e*v + e + l*block
 }
 
 // LlamaBlock holds one transformer block's weights. Matrices are stored as ggml stores them:

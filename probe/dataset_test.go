@@ -1,7 +1,10 @@
 package probe
 
 import (
+	"encoding/binary"
 	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -114,4 +117,45 @@ func TestDatasetHelpers(t *testing.T) {
 	require.Equal(t, Negative, LabelOf(&fa))
 	require.Equal(t, Unknown, LabelOf(nil))
 	require.Equal(t, "positive negative unknown", fmt.Sprint(Positive, " ", Negative, " ", Unknown))
+}
+
+// TestNonFiniteShard: a shard value changed to NaN or ±Inf after the dump (the writer refuses
+// them) is an error when read, in either stored type, never a row fed to a probe.
+func TestNonFiniteShard(t *testing.T) {
+	for _, tc := range []struct {
+		dtype string
+		bits  []byte // little-endian, written over the first value of the first tensor
+		name  string
+	}{
+		{DTypeF32, []byte{0, 0, 0x80, 0x7f}, "+Inf"},
+		{DTypeF32, []byte{0, 0, 0x80, 0xff}, "-Inf"},
+		{DTypeF32, []byte{0, 0, 0xc0, 0x7f}, "NaN"},
+		{DTypeF16, []byte{0x00, 0x7c}, "+Inf"},
+		{DTypeF16, []byte{0x00, 0xfc}, "-Inf"},
+		{DTypeF16, []byte{0x01, 0x7e}, "NaN"},
+	} {
+		t.Run(tc.dtype+" "+tc.name, func(t *testing.T) {
+			dir := buildStore(t, PositionLast, tc.dtype, 5)
+			s, err := OpenStore(dir)
+			require.NoError(t, err)
+			shard := filepath.Join(dir, s.Manifest.Shards[0].File)
+			b, err := os.ReadFile(shard)
+			require.NoError(t, err)
+			headerLen := binary.LittleEndian.Uint64(b[:8])
+			copy(b[8+headerLen:], tc.bits)
+			require.NoError(t, os.WriteFile(shard, b, 0o644))
+
+			s, err = OpenStore(dir)
+			require.NoError(t, err)
+			var hit bool
+			for _, l := range s.Manifest.Layers {
+				_, err := LoadDataset(s, l, PositionLast)
+				if err != nil {
+					require.ErrorContains(t, err, "non-finite value")
+					hit = true
+				}
+			}
+			require.True(t, hit, "the corrupted layer is refused")
+		})
+	}
 }

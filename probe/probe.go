@@ -233,7 +233,10 @@ func (p *Probe) CheckModel(fingerprint string, nEmbd int) error {
 	if nEmbd != p.Model.NEmbd {
 		return fmt.Errorf("%w: probe expects n_embd %d, the model has %d", ErrModelMismatch, p.Model.NEmbd, nEmbd)
 	}
-	if p.Model.Fingerprint != "" && fingerprint != p.Model.Fingerprint {
+	if p.Model.Fingerprint == "" {
+		return fmt.Errorf("%w: the probe names no model (no fingerprint), so it applies to none", ErrModelMismatch)
+	}
+	if fingerprint != p.Model.Fingerprint {
 		return fmt.Errorf("%w: probe was trained on model %q, this model is %q", ErrModelMismatch, p.Model.Fingerprint, fingerprint)
 	}
 	return nil

@@ -114,8 +114,10 @@ func TestCheckModel(t *testing.T) {
 	require.ErrorIs(t, err, ErrModelMismatch)
 	require.ErrorIs(t, p.CheckDataset(NewDataset(NewMatrix(2, 5, nil), nil, nil, nil)), ErrModelMismatch)
 
+	// A probe without a fingerprint is bound to no model: it applies to none (it used to apply
+	// to any model of the same width).
 	anon := &Probe{Model: ProbeModel{NEmbd: 4}}
-	require.NoError(t, anon.CheckModel("anything", 4))
+	require.ErrorIs(t, anon.CheckModel("anything", 4), ErrModelMismatch)
 }
 
 func TestProbeFileRoundTrip(t *testing.T) {

