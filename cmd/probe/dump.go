@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -145,7 +146,7 @@ func dumpPrompts(ctx context.Context, f *dumpFlags, items []promptItem, shard st
 	meta := probe.Manifest{
 		Model:  probe.ModelInfo{Path: info.Path, Fingerprint: info.Fingerprint, Arch: info.Arch, NEmbd: info.Embd, NLayer: info.Layers},
 		Layers: layers, Point: probe.PointResidual, Positions: positions, DType: f.dtype, NEmbd: info.Embd,
-		Meta: map[string]string{"tool": "probe " + version, "kv_type": f.mf.kvType, "shard": shard},
+		Meta: map[string]string{"tool": "probe " + version, "kv_type": f.mf.kvType, "shard": shard, "prompt_set": promptSetHash(items)},
 	}
 	opts := probe.StoreOptions{ShardBytes: int64(f.shardMB) << 20}
 	var w *probe.StoreWriter
@@ -192,6 +193,24 @@ func dumpPrompts(ctx context.Context, f *dumpFlags, items []promptItem, shard st
 	}
 	man := w.Manifest()
 	return &man, nil
+}
+
+// promptSetHash identifies a dump's prompt set: a hash of every prompt's id, text, label and
+// group, in order. A resumed dump must be given the same set (resumeDump), so that two jobs
+// are never mixed into one dump that says it is complete.
+func promptSetHash(items []promptItem) string {
+	h := sha256.New()
+	for _, it := range items {
+		label := "-"
+		if it.Label != nil {
+			label = strconv.FormatBool(*it.Label)
+		}
+		for _, s := range []string{it.ID, it.Prompt, label, it.Group} {
+			h.Write([]byte(s))
+			h.Write([]byte{0})
+		}
+	}
+	return fmt.Sprintf("sha256:%x (%d prompts)", h.Sum(nil)[:12], len(items))
 }
 
 // checkResumedPrompts checks that every prompt the dump already holds, by id, is the prompt
@@ -241,8 +260,13 @@ func resumeDump(dir string, want probe.Manifest, opts probe.StoreOptions) (*prob
 	got := w.Manifest()
 	// The same rules as probe merge (probe.Compatible), plus the shard of the prompts.
 	err = probe.Compatible(&got, &want)
-	if err == nil && got.Meta["shard"] != want.Meta["shard"] {
+	switch {
+	case err != nil:
+	case got.Meta["shard"] != want.Meta["shard"]:
 		err = fmt.Errorf("it is shard %s, not %s", got.Meta["shard"], want.Meta["shard"])
+	case got.Meta["prompt_set"] != "" && got.Meta["prompt_set"] != want.Meta["prompt_set"]:
+		// (a dump from before prompt_set was recorded is checked prompt by prompt only)
+		err = fmt.Errorf("it was started on other prompts (%s; the input now gives %s): ids, prompts, labels and groups must be the same", got.Meta["prompt_set"], want.Meta["prompt_set"])
 	}
 	if err != nil {
 		return nil, fmt.Errorf("cannot resume %s: %w", dir, err)

@@ -233,7 +233,7 @@ func TestResumeRefusesChangedInput(t *testing.T) {
 
 	edited := writeFile(t, "b.txt", "Human: an inserted prompt\nHuman: first prompt\nHuman: second prompt\n")
 	requireFails(t, probeCmd(t, "", "dump", "-m", model, "-i", edited, "--text", "-o", out, "--layers", "0", "--resume"),
-		`cannot resume`, `example "line-1" was dumped from another prompt`)
+		`cannot resume`, `it was started on other prompts`)
 	requireFails(t, probeCmd(t, "", "dump", "-m", model, "-i", in, "--text", "-o", out, "--layers", "0", "--resume", "--kv-type", "f32"),
 		`kv_type "f16" vs "f32"`)
 	after, err := os.ReadFile(filepath.Join(out, "manifest.json"))

@@ -123,6 +123,9 @@ PNG (or .svg, .pdf). The dump must come from the probe's model and hold its laye
 				if err := checkOutputFile("--roc", roc, plotExts...); err != nil {
 					return err
 				}
+				if err := checkNotInput(flagPath{"--roc", roc}, flagPath{"--data", data}, flagPath{"--probe", probePath}); err != nil {
+					return err
+				}
 			}
 			p, err := loadProbe(probePath)
 			if err != nil {

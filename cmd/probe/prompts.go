@@ -74,6 +74,9 @@ func forEachLine(path string, stdin io.Reader, fn func(line int, raw []byte) err
 	sc.Buffer(make([]byte, 1<<16), 64<<20)
 	for line := 1; sc.Scan(); line++ {
 		raw := sc.Bytes()
+		if line == 1 {
+			raw = bytes.TrimPrefix(raw, []byte("\xef\xbb\xbf")) // a UTF-8 byte-order mark is not text
+		}
 		if len(bytes.TrimSpace(raw)) == 0 {
 			continue
 		}

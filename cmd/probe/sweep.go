@@ -235,6 +235,9 @@ func runSweep(cmd *cobra.Command, f *sweepFlags) error {
 		if err := checkOutputFile("--plot", f.plot, plotExts...); err != nil {
 			return err
 		}
+		if err := checkNotInput(flagPath{"--plot", f.plot}, flagPath{"--data", f.data}, flagPath{"--eval", f.eval}, flagPath{"--pairs", f.pairs}, flagPath{"--model", f.mf.path}); err != nil {
+			return err
+		}
 	}
 	data, err := openStore("--data", f.data, stderr)
 	if err != nil {

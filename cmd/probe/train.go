@@ -291,6 +291,9 @@ func runTrain(cmd *cobra.Command, f *trainFlags) error {
 	if err := checkOutputFile("--output", f.out); err != nil {
 		return err
 	}
+	if err := checkNotInput(flagPath{"--output", f.out}, flagPath{"--data", f.data}, flagPath{"--calib", f.calib}, flagPath{"--pairs", f.pairs}, flagPath{"--model", f.mf.path}); err != nil {
+		return err
+	}
 	store, err := openStore("--data", f.data, stderr)
 	if err != nil {
 		return err
@@ -299,7 +302,10 @@ func runTrain(cmd *cobra.Command, f *trainFlags) error {
 	if err != nil {
 		return err
 	}
-	layer := resolveLayer(store, f.layer)
+	layer, err := resolveLayer(store, f.layer)
+	if err != nil {
+		return err
+	}
 	ds, err := probe.LoadDataset(store, layer, probe.Position(f.position))
 	if err == nil {
 		ds, err = filterDataset(ds, store, keep)
