@@ -30,7 +30,7 @@ else
 TEST_TIMEOUT ?= 40m
 endif
 
-.PHONY: all build test race vet fmt demo bench clean env cuda device-bin
+.PHONY: all build test race vet fmt demo bench clean env cuda device-bin fuzz
 
 all: build
 
@@ -44,6 +44,14 @@ test: vet
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { gofmt -l .; echo "gofmt needed"; exit 1; }
 	$(GO) test -p 1 -race -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) ./...
 	CGO_ENABLED=0 $(GO) test -timeout 10m ./probe/...
+	$(GO) test -run '^$$' -fuzz '^FuzzLoadModel$$' -fuzztime $(TEST_FUZZTIME) ./bindings
+
+# fuzz runs the model-loading fuzzer (bindings.FuzzLoadModel) for FUZZTIME; make test runs it
+# for TEST_FUZZTIME. Inputs that crash are saved under bindings/testdata/fuzz/.
+FUZZTIME ?= 1h
+TEST_FUZZTIME ?= 20s
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzLoadModel$$' -fuzztime $(FUZZTIME) ./bindings
 
 race:
 	$(GO) test -p 1 -race -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) ./...
