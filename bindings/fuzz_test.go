@@ -181,20 +181,21 @@ func runFuzzChild(t *testing.T, path string) {
 	if err != nil {
 		var ee *exec.ExitError
 		if errors.As(err, &ee) {
-			t.Fatalf("the child process died (%v) on a mutated model:\n%s", ee.ProcessState, tail(string(out), 3000))
+			t.Fatalf("the child process died (%v) on a mutated model:\n%s", ee.ProcessState, headTail(string(out), 2500, 500))
 		}
 		t.Fatal(err)
 	}
 	if !strings.Contains(string(out), "fuzz child: ") {
-		t.Fatalf("the child process did not run:\n%s", tail(string(out), 3000))
+		t.Fatalf("the child process did not run:\n%s", headTail(string(out), 2500, 500))
 	}
 }
 
-func tail(s string, n int) string {
-	if len(s) > n {
-		return "…" + s[len(s)-n:]
+// headTail keeps the start of a crash report (the signal and the failing call) and its end.
+func headTail(s string, head, tail int) string {
+	if len(s) <= head+tail {
+		return s
 	}
-	return s
+	return s[:head] + "\n…\n" + s[len(s)-tail:]
 }
 
 // TestFuzzChild is FuzzLoadModel's child: with PROBE_FUZZ_MODEL set it loads that model,

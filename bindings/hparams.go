@@ -69,6 +69,21 @@ func checkHParams(g *gguf.File) error {
 	if h.err != nil {
 		return h.err
 	}
+	// One-dimensional tensors (norm weights, biases) enter element-wise operations with F32
+	// activations, which ggml's CPU kernels support for F32 operands only: any other type
+	// aborts at the first decode ("binary_op: unsupported types"). Every converter and
+	// llama-quantize keep them F32.
+	// Matrices must be of a type the CPU backend can multiply by: ggml has types (F64, the
+	// integer types, the activation-only Q8_1 and Q8_K) for which it has no dot product, and
+	// a model holding one would call a NULL kernel.
+	for _, t := range g.Tensors {
+		if len(t.Shape) == 1 && t.Type != gguf.TypeF32 {
+			return fmt.Errorf("tensor %s is one-dimensional and %s: norm weights and biases must be F32", t.Name, t.Type)
+		}
+		if len(t.Shape) > 1 && !weightTypeOK(t.Type) {
+			return fmt.Errorf("tensor %s is %s, a type ggml cannot multiply by", t.Name, t.Type)
+		}
+	}
 	// The token embedding must have the width and the vocabulary the metadata say.
 	if t, ok := g.Tensor("token_embd.weight"); ok && len(t.Shape) >= 1 && int64(t.Shape[0]) != nEmbd {
 		return fmt.Errorf("token_embd.weight has rows of %d values, embedding_length says %d", t.Shape[0], nEmbd)

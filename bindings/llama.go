@@ -7,7 +7,25 @@ package bindings
 #include "llama.h"
 #include "ggml-backend.h"
 #include "log.h"
+#include "ggml-cpu.h"
 #include <dlfcn.h>
+
+// probe_weight_type_ok: whether ggml's CPU backend can multiply by a weight of type t: a dot
+// product kernel, a conversion of the activations to its operand type, and a conversion of
+// the weight to float (for row lookups). Other types abort or call a NULL kernel.
+static int probe_weight_type_ok(int t) {
+	if (t < 0 || t >= GGML_TYPE_COUNT) {
+		return 0;
+	}
+	const struct ggml_type_traits_cpu * c = ggml_get_type_traits_cpu((enum ggml_type) t);
+	if (c->vec_dot == NULL) {
+		return 0;
+	}
+	if (c->vec_dot_type != GGML_TYPE_F32 && ggml_get_type_traits_cpu(c->vec_dot_type)->from_float == NULL) {
+		return 0;
+	}
+	return t == GGML_TYPE_F32 || ggml_get_type_traits((enum ggml_type) t)->to_float != NULL;
+}
 
 static void probe_init_logging(void) { llama_log_set(probe_log, NULL); }
 
@@ -75,6 +93,9 @@ func initBackend() {
 		loadGPUBackends()
 	})
 }
+
+// weightTypeOK reports whether the CPU backend supports a weight matrix of type t.
+func weightTypeOK(t gguf.Type) bool { return C.probe_weight_type_ok(C.int(t)) != 0 }
 
 // SetVerbose turns llama.cpp's own log on stderr on or off (off by default; the environment
 // variable PROBE_LLAMA_LOG=1 turns it on at start).

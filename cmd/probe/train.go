@@ -291,11 +291,11 @@ func runTrain(cmd *cobra.Command, f *trainFlags) error {
 	if err := checkOutputFile("--output", f.out); err != nil {
 		return err
 	}
-	if err := checkNotInput(flagPath{"--output", f.out}, flagPath{"--data", f.data}, flagPath{"--calib", f.calib}, flagPath{"--pairs", f.pairs}, flagPath{"--model", f.mf.path}); err != nil {
-		return err
-	}
 	store, err := openStore("--data", f.data, stderr)
 	if err != nil {
+		return err
+	}
+	if err := checkNotInput(flagPath{"--output", f.out}, flagPath{"--data", f.data}, flagPath{"--calib", f.calib}, flagPath{"--pairs", f.pairs}, flagPath{"--model", f.mf.path}); err != nil {
 		return err
 	}
 	keep, err := parseWhere(f.where)
