@@ -27,28 +27,48 @@ func BenchmarkCapture(b *testing.B) {
 	for i := range seqs {
 		seqs[i] = randomTokens(rng, 128, cfg.NVocab)
 	}
+	benchCaptures(b, c, "", seqs, captureCases(b, c, 4))
+}
+
+// captureCase is one capture configuration of a benchmark.
+type captureCase struct {
+	name string
+	spec CaptureSpec
+}
+
+// captureCases are the configurations the capture benchmarks compare: decoding alone
+// (nothing requested), one layer (oneLayer) and every layer at every token, every layer at
+// the last token.
+func captureCases(b *testing.B, c *Context, oneLayer int) []captureCase {
 	all, err := c.resolve(CaptureSpec{})
 	require.NoError(b, err)
-	one, err := c.resolve(CaptureSpec{Layers: []int{4}})
+	one, err := c.resolve(CaptureSpec{Layers: []int{oneLayer}})
 	require.NoError(b, err)
 	last, err := c.resolve(CaptureSpec{Positions: PositionsLast})
 	require.NoError(b, err)
-	for _, bc := range []struct {
-		name string
-		spec CaptureSpec
-	}{
-		{"none", CaptureSpec{Positions: PositionsLast}},
+	return []captureCase{
+		{"decode-only", CaptureSpec{Positions: PositionsLast}},
 		{"one-layer", one},
 		{"all-layers", all},
 		{"all-layers-last", last},
-	} {
-		b.Run(bc.name, func(b *testing.B) {
+	}
+}
+
+// benchCaptures runs a sub-benchmark per case, each capturing seqs; tok/s counts the
+// sequences' tokens.
+func benchCaptures(b *testing.B, c *Context, prefix string, seqs [][]int32, cases []captureCase) {
+	tokens := 0
+	for _, s := range seqs {
+		tokens += len(s)
+	}
+	for _, bc := range cases {
+		b.Run(prefix+bc.name, func(b *testing.B) {
 			for b.Loop() {
 				if _, err := c.capture(context.Background(), seqs, bc.spec); err != nil {
 					b.Fatal(err)
 				}
 			}
-			b.ReportMetric(float64(512*b.N)/b.Elapsed().Seconds(), "tok/s")
+			b.ReportMetric(float64(tokens*b.N)/b.Elapsed().Seconds(), "tok/s")
 		})
 	}
 }

@@ -158,34 +158,12 @@ func BenchmarkGPU(b *testing.B) {
 		require.NoError(b, err)
 		c, err := NewContext(m, ContextOptions{NCtx: 1024, NBatch: 512, NSeq: 1, Threads: 8})
 		require.NoError(b, err)
-		all, err := c.resolve(CaptureSpec{})
-		require.NoError(b, err)
-		one, err := c.resolve(CaptureSpec{Layers: []int{cfg.NLayer / 2}})
-		require.NoError(b, err)
-		last, err := c.resolve(CaptureSpec{Positions: PositionsLast})
-		require.NoError(b, err)
-		for _, bc := range []struct {
-			name string
-			spec CaptureSpec
-		}{
-			{"decode-only", CaptureSpec{Positions: PositionsLast}},
-			{"one-layer", one},
-			{"all-layers", all},
-			{"all-layers-last", last},
-		} {
-			b.Run(typ+"/prompt512/"+bc.name, func(b *testing.B) {
-				for b.Loop() {
-					if _, err := c.capture(context.Background(), prompt, bc.spec); err != nil {
-						b.Fatal(err)
-					}
-				}
-				b.ReportMetric(float64(512*b.N)/b.Elapsed().Seconds(), "tok/s")
-			})
-		}
+		cases := captureCases(b, c, cfg.NLayer/2)
+		benchCaptures(b, c, typ+"/prompt512/", prompt, cases)
 		for _, bc := range []struct {
 			name   string
 			layers []int
-		}{{"decode-only", nil}, {"all-layers", all.Layers}} {
+		}{{"decode-only", nil}, {"all-layers", cases[2].spec.Layers}} {
 			b.Run(typ+"/generate/"+bc.name, func(b *testing.B) {
 				benchSingleTokens(b, c, prompt[0][:64], bc.layers)
 			})
