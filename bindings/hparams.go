@@ -16,7 +16,7 @@ const (
 	maxFFN     = 1 << 22
 	maxHeads   = 1 << 14
 	maxContext = math.MaxInt32 // llama_model_n_ctx_train returns an int32
-	maxExperts = 1 << 12
+	maxExperts = 512           // LLAMA_MAX_EXPERTS
 )
 
 // checkHParams validates, in Go, the hyper-parameters llama.cpp reads from a model's metadata
@@ -56,9 +56,11 @@ func checkHParams(g *gguf.File) error {
 	if rd := h.count("rope.dimension_count", false, 1, maxWidth); rd > 0 && rd%2 != 0 {
 		h.fail("rope.dimension_count %d is odd", rd)
 	}
-	experts := h.count("expert_count", false, 0, maxExperts)
-	if used := h.count("expert_used_count", false, 0, maxExperts); used > experts {
-		h.fail("expert_used_count %d exceeds expert_count %d", used, experts)
+	h.experts()
+	if v, ok := g.Get(arch + ".rope.scaling.type"); ok {
+		if s, _ := v.(string); !ropeScalingTypes[s] {
+			h.fail("rope.scaling.type %q (want none, linear, yarn or longrope)", v)
+		}
 	}
 	for _, k := range []string{"attention.layer_norm_rms_epsilon", "attention.layer_norm_epsilon"} {
 		h.float(k, 0, 1)
@@ -99,6 +101,31 @@ func tokens(g *gguf.File) ([]string, bool) {
 	v, _ := g.Get("tokenizer.ggml.tokens")
 	t, ok := v.([]string)
 	return t, ok
+}
+
+// ropeScalingTypes are the names llama.cpp knows; another aborts the load.
+var ropeScalingTypes = map[string]bool{"none": true, "linear": true, "yarn": true, "longrope": true}
+
+// experts mirrors llama.cpp's assertions on mixture-of-experts counts: at most 512 experts,
+// at least one and at most all of them used when there are any, none otherwise, and expert
+// groups that divide the experts with at least one and fewer than all of them used.
+func (h *hparams) experts() {
+	n := h.count("expert_count", false, 0, maxExperts)
+	used := h.count("expert_used_count", false, 0, maxExperts)
+	groups := h.count("expert_group_count", false, 0, maxExperts)
+	groupsUsed := h.count("expert_group_used_count", false, 0, maxExperts)
+	switch {
+	case used > n:
+		h.fail("expert_used_count %d exceeds expert_count %d", used, n)
+	case n == 0 && (used != 0 || groups != 0):
+		h.fail("expert_used_count %d or expert_group_count %d without experts", used, groups)
+	case n > 0 && used == 0:
+		h.fail("expert_count %d with no expert_used_count", n)
+	case n > 0 && groups >= n:
+		h.fail("expert_group_count %d not below expert_count %d", groups, n)
+	case groups > 1 && (n%groups != 0 || groupsUsed == 0 || groupsUsed >= groups):
+		h.fail("expert groups %d (used %d) do not divide %d experts with some but not all used", groups, groupsUsed, n)
+	}
 }
 
 // hparams reads ARCH.key values, keeping the first problem.

@@ -78,6 +78,13 @@ func TestHParamsRefusedBeforeLlamaCpp(t *testing.T) {
 		{"odd rope dims", map[string]any{"llama.rope.dimension_count": uint32(7)}, nil, "rope.dimension_count 7 is odd"},
 		{"embedding width mismatch", map[string]any{"llama.embedding_length": uint32(32), "llama.attention.head_count": uint32(4)}, nil, "token_embd.weight has rows of 64 values, embedding_length says 32"},
 		{"no architecture", nil, []string{"general.architecture"}, "no general.architecture"},
+		// Found by FuzzLoadModel: GGML_ASSERT(hparams.n_expert_used > 0) in llama-model.cpp.
+		{"experts, none used", map[string]any{"llama.expert_count": uint32(8)}, nil, "expert_count 8 with no expert_used_count"},
+		{"more experts used than exist", map[string]any{"llama.expert_count": uint32(2), "llama.expert_used_count": uint32(4)}, nil, "expert_used_count 4 exceeds expert_count 2"},
+		{"experts used without experts", map[string]any{"llama.expert_used_count": uint32(1)}, nil, "expert_used_count 1 exceeds expert_count 0"},
+		{"expert groups without experts", map[string]any{"llama.expert_group_count": uint32(2)}, nil, "without experts"},
+		{"too many experts", map[string]any{"llama.expert_count": uint32(1000)}, nil, "expert_count 1000 out of range"},
+		{"unknown rope scaling", map[string]any{"llama.rope.scaling.type": "bogus"}, nil, `rope.scaling.type "bogus"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := writeEdited(t, tc.set, tc.drop...)

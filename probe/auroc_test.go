@@ -228,7 +228,7 @@ func TestCalibrateThreshold(t *testing.T) {
 	// Hand cases.
 	cal, err := CalibrateThreshold([]float64{5, 1, 4, 2, 3}, 0.2)
 	require.NoError(t, err)
-	assert.Equal(t, Calibration{Threshold: 4, TargetFPR: 0.2, AchievedFPR: 0.2, NClean: 5}, cal)
+	assert.Equal(t, Calibration{Threshold: 4, TargetFPR: 0.2, AchievedFPR: 0.2, NClean: 5, FPRUpper95: FPRUpperBound(1, 5, 0.95)}, cal)
 	cal, err = CalibrateThreshold([]float64{5, 1, 4, 2, 3}, 0.01) // no false positive allowed
 	require.NoError(t, err)
 	assert.Equal(t, 5.0, cal.Threshold)

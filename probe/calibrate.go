@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math"
 	"slices"
+
+	"gonum.org/v1/gonum/stat/distuv"
 )
 
 // DefaultTargetFPR is the false positive rate a probe is calibrated to when
@@ -20,6 +22,27 @@ type Calibration struct {
 	TargetFPR   float64 `json:"target_fpr"`
 	AchievedFPR float64 `json:"achieved_fpr"`
 	NClean      int     `json:"n_clean"`
+	// FPRUpper95 is the one-sided 95% Clopper–Pearson upper bound on the false positive rate
+	// of the threshold on new clean data from the calibration set's distribution, given
+	// AchievedFPR·NClean false positives in NClean rows (FPRUpperBound). Probe files written
+	// before it existed leave it 0.
+	FPRUpper95 float64 `json:"fpr_upper_95,omitempty"`
+}
+
+// FPRUpperBound returns the one-sided Clopper–Pearson upper confidence bound, at level conf,
+// on a rate p from k events in n trials: the p at which seeing k or fewer events has
+// probability 1−conf, P(Bin(n, p) ≤ k) = 1−conf, which is the conf-quantile of
+// Beta(k+1, n−k). For k = 0 it is 1 − (1−conf)^(1/n); for k = n it is 1. n must be positive
+// and 0 ≤ k ≤ n, conf in (0, 1) (programmer errors panic). (Clopper & Pearson, Biometrika
+// 1934.)
+func FPRUpperBound(k, n int, conf float64) float64 {
+	if n <= 0 || k < 0 || k > n || !(conf > 0 && conf < 1) {
+		panic(fmt.Sprintf("probe: FPRUpperBound(%d, %d, %v)", k, n, conf))
+	}
+	if k == n {
+		return 1
+	}
+	return distuv.Beta{Alpha: float64(k + 1), Beta: float64(n - k)}.Quantile(conf)
 }
 
 // CalibrateThreshold returns the threshold t for the rule "fire when score >
@@ -57,5 +80,6 @@ func CalibrateThreshold(clean []float64, targetFPR float64) (Calibration, error)
 			fp++
 		}
 	}
-	return Calibration{Threshold: t, TargetFPR: targetFPR, AchievedFPR: float64(fp) / float64(n), NClean: n}, nil
+	return Calibration{Threshold: t, TargetFPR: targetFPR, AchievedFPR: float64(fp) / float64(n), NClean: n,
+		FPRUpper95: FPRUpperBound(fp, n, 0.95)}, nil
 }

@@ -88,6 +88,7 @@ before the model outputs anything, and trains its own backdoored model organism.
 		newMergeCmd(),
 		newTrainCmd(),
 		newEvalCmd(),
+		newCalibrateCmd(),
 		newSweepCmd(),
 		newScanCmd(),
 		newGenerateCmd(),

@@ -131,7 +131,11 @@ func loadProbe(path string) (*probe.Probe, error) {
 func describeProbe(p *probe.Probe) string {
 	s := fmt.Sprintf("%s, layer %d, position %s, threshold %.6g", p.Method, p.Layer, orDefault(string(p.Position), "?"), p.Threshold)
 	if c := p.Calibration; c != nil {
-		s += fmt.Sprintf(" (calibrated for FPR %.3g on %d clean rows)", c.TargetFPR, c.NClean)
+		s += fmt.Sprintf(" (calibrated for FPR %.3g on %d clean rows", c.TargetFPR, c.NClean)
+		if c.FPRUpper95 > 0 {
+			s += fmt.Sprintf(", FPR ≤ %.3g at 95%%", c.FPRUpper95)
+		}
+		s += ")"
 	} else {
 		s += " (uncalibrated)"
 	}

@@ -261,6 +261,7 @@ only; spectral on every row.`,
 	fl.IntVar(&f.folds, "cv", 5, "grouped cross-validation folds (0: skip)")
 	fl.Float64Var(&f.targetFPR, "target-fpr", probe.DefaultTargetFPR, "false positive rate the threshold is calibrated to")
 	fl.StringVar(&f.calib, "calib", "", "dump whose clean rows calibrate the threshold (default: a grouped held-out 20% of --data)")
+	fl.StringVar(&f.calib, "calibrate", "", "alias of --calib")
 	fl.Uint64Var(&f.seed, "seed", 1, "seed of folds, splits and bootstrap")
 	fl.BoolVar(&f.orient, "orient", false, "flip a linear probe whose score ranks the data backwards (for contrast)")
 	fl.Float64Var(&f.c, "C", 0, "logistic: inverse regularisation strength (0: chosen by grouped CV)")
@@ -405,8 +406,8 @@ func printTrain(w io.Writer, f *trainFlags, ds *probe.Dataset, res *trainResult)
 		fmt.Fprintln(w, "orientation: flipped (the direction ranked the data's labelled rows backwards)")
 	}
 	c := res.Calibration
-	fmt.Fprintf(w, "threshold: %.6g for target FPR %.3g (achieved %.3g on %d clean rows), calibrated on %s\n",
-		p.Threshold, c.TargetFPR, c.AchievedFPR, c.NClean, res.CalibratedOn)
+	fmt.Fprintf(w, "threshold: %.6g for target FPR %.3g (achieved %.3g on %d clean rows, at most %.3g on new data like them: 95%% Clopper–Pearson bound), calibrated on %s\n",
+		p.Threshold, c.TargetFPR, c.AchievedFPR, c.NClean, c.FPRUpper95, res.CalibratedOn)
 	fmt.Fprintf(w, "wrote %s (%s, layer %d, position %s)\n", f.out, p.Method, p.Layer, p.Position)
 	return nil
 }
