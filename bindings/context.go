@@ -9,7 +9,7 @@ package bindings
 static struct llama_context * probe_new_context(struct llama_model * m, struct llama_context_params p, probe_capture * cap) {
 	p.cb_eval = probe_capture_cb;
 	p.cb_eval_user_data = cap;
-	return llama_init_from_model(m, p);
+	return probe_init_from_model(m, p);
 }
 */
 import "C"

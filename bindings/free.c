@@ -23,12 +23,25 @@ void __wrap_ggml_backend_free(ggml_backend_t backend) {
 	__real_ggml_backend_free(backend);
 }
 
-void probe_llama_free(struct llama_context * ctx) {
-	defer_free = 1;
-	llama_free(ctx);
+static void free_deferred(void) {
 	defer_free = 0;
 	for (int i = 0; i < n_deferred; i++) {
 		__real_ggml_backend_free(deferred[i]);
 	}
 	n_deferred = 0;
+}
+
+void probe_llama_free(struct llama_context * ctx) {
+	defer_free = 1;
+	llama_free(ctx);
+	free_deferred();
+}
+
+// A context whose creation fails after its scheduler exists (a compute buffer the GPU cannot
+// hold, say) is destroyed inside llama_init_from_model, in the same order: the same deferral.
+struct llama_context * probe_init_from_model(struct llama_model * model, struct llama_context_params params) {
+	defer_free = 1;
+	struct llama_context * ctx = llama_init_from_model(model, params);
+	free_deferred();
+	return ctx;
 }

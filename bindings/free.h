@@ -8,4 +8,8 @@
 // scheduler (see free.c).
 void probe_llama_free(struct llama_context * ctx);
 
+// probe_init_from_model is llama_init_from_model with the same deferral, for a context whose
+// creation fails half-way.
+struct llama_context * probe_init_from_model(struct llama_model * model, struct llama_context_params params);
+
 #endif

@@ -148,7 +148,9 @@ func (e fuzzEdit) write(t testing.TB, dir string) (string, bool) {
 // checks that come first run in the fuzzer's own process, which gives it their coverage.
 // Run longer with `make fuzz`.
 func FuzzLoadModel(f *testing.F) {
-	f.Add(uint16(0), uint8(8), int64(0), 0.0, "", uint16(999), uint8(0), int64(0), uint32(0), byte(0)) // unedited
+	// Unedited: metadata entry len(KVs) with kind 8 (delete) edits nothing; tensor 39 is past
+	// the tiny llama's 39 tensors.
+	f.Add(uint16(22), uint8(8), int64(0), 0.0, "", uint16(39), uint8(0), int64(0), uint32(0), byte(0))
 	f.Fuzz(func(t *testing.T, kv uint16, kind uint8, ival int64, fval float64, sval string, tensor uint16, op uint8, dim int64, patch uint32, b byte) {
 		e := fuzzEdit{kv: kv, kind: kind, ival: ival, fval: fval, sval: sval, tensor: tensor, op: op, dim: dim, patch: patch, b: b}
 		path, ok := e.write(t, t.TempDir())
@@ -167,9 +169,30 @@ func FuzzLoadModel(f *testing.F) {
 	})
 }
 
-// runFuzzChild loads and runs the model in a child process and fails on anything but a clean
-// exit.
-func runFuzzChild(t *testing.T, path string) {
+// TestFuzzChildRuns: the fuzzer's child really loads, captures and generates from a model
+// (an unedited one must come back "ok"), and the seed corpus's edits that keep the metadata
+// valid reach it, so the fuzzer tests llama.cpp and not only the Go checks.
+func TestFuzzChildRuns(t *testing.T) {
+	path, ok := fuzzEdit{kv: 22, kind: 8, tensor: 39}.write(t, t.TempDir())
+	require.True(t, ok)
+	require.Contains(t, runFuzzChild(t, path), "fuzz child: ok (2 tokens)")
+	for _, e := range []fuzzEdit{
+		{kv: 22, kind: 8, tensor: 38, op: 4},          // output.weight: NaN values
+		{kv: 22, kind: 8, tensor: 20, op: 0, dim: 77}, // a resized matrix
+	} {
+		path, ok := e.write(t, t.TempDir())
+		require.True(t, ok)
+		g, err := gguf.Open(path)
+		require.NoError(t, err)
+		if checkHParams(g) == nil {
+			require.Contains(t, runFuzzChild(t, path), "fuzz child: ")
+		}
+	}
+}
+
+// runFuzzChild loads and runs the model in a child process, fails on anything but a clean
+// exit and returns what the child printed.
+func runFuzzChild(t *testing.T, path string) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestFuzzChild$", "-test.count=1")
@@ -188,6 +211,7 @@ func runFuzzChild(t *testing.T, path string) {
 	if !strings.Contains(string(out), "fuzz child: ") {
 		t.Fatalf("the child process did not run:\n%s", headTail(string(out), 2500, 500))
 	}
+	return string(out)
 }
 
 // headTail keeps the start of a crash report (the signal and the failing call) and its end.

@@ -65,8 +65,11 @@ func checkHParams(g *gguf.File) error {
 	for _, k := range []string{"attention.layer_norm_rms_epsilon", "attention.layer_norm_epsilon"} {
 		h.float(k, 0, 1)
 	}
-	for _, k := range []string{"rope.freq_base", "rope.freq_scale", "rope.scaling.factor", "attn_logit_softcapping", "final_logit_softcapping"} {
+	for _, k := range []string{"rope.freq_base", "rope.freq_scale", "attn_logit_softcapping", "final_logit_softcapping"} {
 		h.float(k, 0, math.MaxFloat32)
+	}
+	if f, ok := g.Float(arch + ".rope.scaling.factor"); !ok || f != 0 { // 0: unset, for llama.cpp
+		h.float("rope.scaling.factor", 0, math.MaxFloat32)
 	}
 	if h.err != nil {
 		return h.err

@@ -36,10 +36,6 @@ func (c LlamaConfig) Validate() error {
 		return fmt.Errorf("model config: heads %d is not a multiple of kv heads %d", c.NHead, c.NHeadKV)
 	case c.HeadDim()%2 != 0:
 		return fmt.Errorf("model config: head size %d must be even for RoPE", c.HeadDim())
-	case c.NEmbd > MaxDim || c.NFF > MaxDim || c.NVocab > MaxDim || c.NCtx > MaxDim || c.NLayer > 512:
-		return fmt.Errorf("model config: sizes beyond the limits (n_embd, ffn, vocab and context ≤ %d, layers ≤ 512): %+v", MaxDim, c)
-	case c.Params() > MaxParams:
-		return fmt.Errorf("model config: %d parameters, more than the %d a model made here may have (%d GiB as float32)", c.Params(), int64(MaxParams), MaxParams*4>>30)
 	case !(c.NormEps > 0 && c.NormEps < 1) || !(c.RopeTheta > 0) || math.IsInf(float64(c.RopeTheta), 0):
 		return fmt.Errorf("model config: norm epsilon %v must be in (0, 1) and RoPE base %v positive and finite", c.NormEps, c.RopeTheta)
 	}
@@ -52,6 +48,19 @@ const (
 	MaxDim    = 1 << 20
 	MaxParams = 1 << 30
 )
+
+// CheckBuildable returns an error when a model of this shape is beyond what is made in memory
+// here (MaxDim, MaxParams, 512 layers): NewRandomLlama and the organism check it before they
+// allocate. Loading a real checkpoint (LoadLlama) is not limited by it.
+func (c LlamaConfig) CheckBuildable() error {
+	if c.NEmbd > MaxDim || c.NFF > MaxDim || c.NVocab > MaxDim || c.NCtx > MaxDim || c.NLayer > 512 {
+		return fmt.Errorf("model config: sizes beyond the limits (n_embd, ffn, vocab and context ≤ %d, layers ≤ 512): %+v", MaxDim, c)
+	}
+	if c.Params() > MaxParams {
+		return fmt.Errorf("model config: %d parameters, more than the %d a model made here may have (%d GiB as float32)", c.Params(), int64(MaxParams), MaxParams*4>>30)
+	}
+	return nil
+}
 
 // Params is the number of weights of a model of this shape.
 func (c LlamaConfig) Params() int64 {
@@ -97,6 +106,9 @@ func TinyConfig() LlamaConfig {
 // byte tokens and printable ASCII).
 func NewRandomLlama(cfg LlamaConfig, seed uint64) (*Llama, error) {
 	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := cfg.CheckBuildable(); err != nil {
 		return nil, err
 	}
 	const fixed = 3 + 256

@@ -58,6 +58,15 @@ const (
 	PositionMean = position.Mean
 )
 
+// The names these positions had as store positions, kept for code written against them.
+//
+// Deprecated: use PositionAll, PositionLast and PositionMean.
+const (
+	PositionsAll  = PositionAll
+	PositionsLast = PositionLast
+	PositionsMean = PositionMean
+)
+
 // ParsePosition checks a position name.
 func ParsePosition(s string) (Position, error) { return position.Parse(s) }
 

@@ -64,7 +64,7 @@ check offload-two "$BIN/probe" info "$T/tiny.gguf" -ngl 2
 echo '{"id":"a","prompt":"hello world","label":true}
 {"id":"b","prompt":"the quick brown fox","label":false}' >"$T/p.jsonl"
 check dump-gpu "$BIN/probe" dump -m "$T/tiny.gguf" -ngl 99 -i "$T/p.jsonl" -o "$T/dump-gpu" --positions all
-check dump-cpu "$BIN/probe" dump -m "$T/tiny.gguf" -i "$T/p.jsonl" -o "$T/dump-cpu" --positions all
+check dump-cpu "$BIN/probe" dump -m "$T/tiny.gguf" --no-gpu -i "$T/p.jsonl" -o "$T/dump-cpu" --positions all
 python3 - "$T" <<'PY' || failed+=(dump-compare)
 import sys, glob, numpy as np
 from safetensors.numpy import load_file

@@ -71,6 +71,14 @@ func TestGPULayersFlagAsLlamaCpp(t *testing.T) {
 			})
 		}
 	}
+	// --no-gpu is a model flag too.
+	root := newRootCmd(strings.NewReader(""), io.Discard, io.Discard)
+	c, rest, err := root.Find([]string{"dump", "--no-gpu", "-ngl", "0"})
+	require.NoError(t, err)
+	require.NoError(t, c.ParseFlags(llamaStyleArgs(rest)))
+	noGPU, err := c.Flags().GetBool("no-gpu")
+	require.NoError(t, err)
+	require.True(t, noGPU)
 	// The whole command line goes through the rewrite.
 	r := probeCmd(t, "", "info", "--devices", "-ngl", "2")
 	require.Equal(t, 0, r.code, r.stderr)

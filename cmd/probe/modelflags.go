@@ -17,6 +17,7 @@ type modelFlags struct {
 	cmd       *cobra.Command // for stderr, where warnings go
 	path      string
 	gpuLayers int
+	noGPU     bool
 	threads   int
 	ctx       int
 	batch     int
@@ -29,6 +30,7 @@ func (f *modelFlags) register(c *cobra.Command, required bool) {
 	fl := c.Flags()
 	fl.StringVarP(&f.path, "model", "m", "", "GGUF model file")
 	registerGPULayers(fl, &f.gpuLayers)
+	fl.BoolVar(&f.noGPU, "no-gpu", false, "use no GPU at all (with -ngl 0 alone, llama.cpp still multiplies large batches on a loaded GPU)")
 	fl.IntVarP(&f.threads, "threads", "t", runtime.NumCPU(), "CPU threads")
 	fl.IntVarP(&f.ctx, "ctx-size", "c", 0, "context size in tokens (0: the model's, at most 4096)")
 	fl.IntVarP(&f.batch, "batch-size", "b", 512, "tokens per llama_decode call")
@@ -47,7 +49,7 @@ func (f *modelFlags) open() (*bindings.Model, *bindings.Context, error) {
 	if f.kvType != string(bindings.KVF16) && f.kvType != string(bindings.KVF32) {
 		return nil, nil, fmt.Errorf("--kv-type %q: want f16 or f32", f.kvType)
 	}
-	m, err := bindings.LoadModel(f.path, bindings.ModelOptions{GPULayers: f.gpuLayers, Threads: f.threads, UseMmap: true})
+	m, err := bindings.LoadModel(f.path, bindings.ModelOptions{GPULayers: f.gpuLayers, Threads: f.threads, UseMmap: true, NoGPU: f.noGPU})
 	if err != nil {
 		return nil, nil, err
 	}

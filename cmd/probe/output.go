@@ -106,6 +106,9 @@ func resolveLayer(s *probe.Store, layer int) (int, error) {
 	if layer < 0 && n > 0 {
 		r = layer + n
 	}
+	if n == 0 && r < 0 {
+		return 0, fmt.Errorf("--layer %d: %s does not record its model's layer count, so give the layer from 0", layer, s.Dir)
+	}
 	if r < 0 || (n > 0 && r >= n) {
 		return 0, fmt.Errorf("--layer %d: the model of %s has %d layers (0 to %d, or -1 to -%d)", layer, s.Dir, n, n-1, n)
 	}

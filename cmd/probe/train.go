@@ -299,6 +299,9 @@ func runTrain(cmd *cobra.Command, f *trainFlags) error {
 	if err := checkNotInput(flagPath{"--output", f.out}, flagPath{"--data", f.data}, flagPath{"--calib", f.calib}, flagPath{"--pairs", f.pairs}, flagPath{"--model", f.mf.path}); err != nil {
 		return err
 	}
+	if store.Manifest.Model.Fingerprint == "" {
+		return fmt.Errorf("--data %s records no model fingerprint: a probe must name its model (dump it again with probe dump)", f.data)
+	}
 	keep, err := parseWhere(f.where)
 	if err != nil {
 		return err

