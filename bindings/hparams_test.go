@@ -3,6 +3,7 @@ package bindings
 import (
 	"math"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -97,4 +98,35 @@ func TestHParamsRefusedBeforeLlamaCpp(t *testing.T) {
 	m, err := LoadModel(writeEdited(t, nil), DefaultModelOptions())
 	require.NoError(t, err)
 	require.NoError(t, m.Close())
+}
+
+// TestVocabRefusedBeforeLlamaCpp: a vocabulary llama.cpp would abort on is refused by
+// LoadModel. Found by FuzzLoadModel: a token listed twice failed
+// GGML_ASSERT(id_to_token.size() == token_to_id.size()). (llama_model_quantize does not build
+// the vocabulary, so quantizing such a file is no danger.)
+func TestVocabRefusedBeforeLlamaCpp(t *testing.T) {
+	for name, tc := range map[string]struct {
+		set  map[string]any
+		want string
+	}{
+		"a token twice":       {map[string]any{"tokenizer.ggml.tokens": duplicateTokens(t)}, `holds "a" twice`},
+		"tokens not strings":  {map[string]any{"tokenizer.ggml.tokens": []uint32{1, 2}}, "not a list of strings"},
+		"gpt2, a token twice": {map[string]any{"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.tokens": duplicateTokens(t)}, `holds "a" twice`},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := LoadModel(writeEdited(t, tc.set), DefaultModelOptions())
+			require.ErrorContains(t, err, tc.want)
+		})
+	}
+}
+
+// duplicateTokens is the tiny llama's token list with one token repeated.
+func duplicateTokens(t *testing.T) []string {
+	m, err := models.NewRandomLlama(models.TinyConfig(), 1)
+	require.NoError(t, err)
+	toks := append([]string(nil), m.Vocab.Tokens...)
+	i := slices.Index(toks, "a")
+	require.GreaterOrEqual(t, i, 0)
+	toks[i+1] = "a"
+	return toks
 }

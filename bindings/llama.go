@@ -394,18 +394,26 @@ func LoadModel(path string, opts ModelOptions) (*Model, error) {
 // by the 256 byte tokens.
 func (m *Model) checkVocab(g *gguf.File) error {
 	m.spm = g.String("tokenizer.ggml.model") == "llama"
+	tv, present := g.Get("tokenizer.ggml.tokens")
+	toks, ok := tv.([]string)
+	// Every token must be unique, whatever the tokenizer: llama.cpp asserts that its
+	// token-to-id map is as large as its token list.
+	set := make(map[string]bool, len(toks))
+	for i, t := range toks {
+		if set[t] {
+			return fmt.Errorf("tokenizer.ggml.tokens holds %q twice (again at id %d)", t, i)
+		}
+		set[t] = true
+	}
+	if present && !ok {
+		return fmt.Errorf("tokenizer.ggml.tokens is %T, not a list of strings", tv)
+	}
 	if !m.spm {
 		m.byteFall = true
 		return nil
 	}
-	tv, _ := g.Get("tokenizer.ggml.tokens")
-	toks, ok := tv.([]string)
-	if !ok || len(toks) == 0 {
+	if len(toks) == 0 {
 		return fmt.Errorf("tokenizer.ggml.tokens is missing")
-	}
-	set := make(map[string]bool, len(toks))
-	for _, t := range toks {
-		set[t] = true
 	}
 	m.byteFall = true
 	for b := 0; b < 256; b++ {
