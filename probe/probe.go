@@ -7,8 +7,9 @@ import (
 	"sync/atomic"
 )
 
-// ProbeVersion is the version of the probe file format written by Save.
-const ProbeVersion = 1
+// ProbeVersion is the version of the probe file format written by Save. Version 2 added
+// ensembles (Members) and generation calibrations (Generation); version 1 files still load.
+const ProbeVersion = 2
 
 // Probe is a fitted detector: it maps an activation row x (n_embd values of
 // one layer at one position) to a score, higher meaning more likely positive,
@@ -39,6 +40,12 @@ type Probe struct {
 	Quadratic     *Quadratic        `json:"quadratic,omitempty"`
 	Threshold     float64           `json:"threshold"`
 	Calibration   *Calibration      `json:"calibration,omitempty"`
+	// Members, for Method MethodEnsemble, are the probes whose scores the probe fuses (see
+	// NewEnsemble); Layer and Position are then the first member's.
+	Members []Member `json:"members,omitempty"`
+	// Generation, when set, is the threshold for watching generated tokens under a rule,
+	// calibrated on clean generations (CalibrateGeneration); Threshold stays the prompt's.
+	Generation *GenerationCalibration `json:"generation,omitempty"`
 	Training      TrainingSummary   `json:"training"`
 	Meta          map[string]string `json:"meta,omitempty"`
 
@@ -158,6 +165,7 @@ func (p *Probe) prepare() *prepared {
 // weights, in float64; a quadratic one normalises x in float32 and
 // accumulates each projection in float32.
 func (p *Probe) Score(x []float32) float64 {
+	p.mustBeSingle()
 	pp := p.prepare()
 	if len(x) != pp.n {
 		panic(fmt.Sprintf("probe: row of %d values for a probe of n_embd %d", len(x), pp.n))
@@ -185,6 +193,7 @@ func (pp *prepared) quadratic(x, z []float32) float64 {
 // GOMAXPROCS goroutines for large inputs. It panics if x.Cols differs from the
 // probe's n_embd.
 func (p *Probe) ScoreRows(x *Matrix, idx []int, dst []float64) []float64 {
+	p.mustBeSingle()
 	pp := p.prepare()
 	if x.Cols != pp.n {
 		panic(fmt.Sprintf("probe: matrix of %d columns for a probe of n_embd %d", x.Cols, pp.n))
@@ -220,6 +229,14 @@ func (p *Probe) ScoreRows(x *Matrix, idx []int, dst []float64) []float64 {
 	return dst
 }
 
+// mustBeSingle panics for an ensemble, whose rows come from several layers or positions:
+// ScoreSource and ScoreStep score those.
+func (p *Probe) mustBeSingle() {
+	if p.IsEnsemble() {
+		panic("probe: an ensemble reads several features; score it with ScoreSource or ScoreStep")
+	}
+}
+
 // Fired reports whether score exceeds the probe's threshold.
 func (p *Probe) Fired(score float64) bool { return score > p.Threshold }
 
@@ -246,6 +263,9 @@ func (p *Probe) CheckModel(fingerprint string, nEmbd int) error {
 // same n_embd and, for a dataset read from a store, the same model
 // fingerprint, layer and position.
 func (p *Probe) CheckDataset(d *Dataset) error {
+	if p.IsEnsemble() {
+		return fmt.Errorf("an ensemble reads %d features (layers and positions), not the rows of one dataset", len(p.Features()))
+	}
 	if d.X.Cols != p.Model.NEmbd {
 		return fmt.Errorf("%w: probe expects n_embd %d, the dataset has %d columns", ErrModelMismatch, p.Model.NEmbd, d.X.Cols)
 	}

@@ -28,7 +28,13 @@ func (p *Probe) Validate() error {
 	if p.Version < 1 || p.Version > ProbeVersion {
 		return bad("version %d not supported (this build reads 1 to %d)", p.Version, ProbeVersion)
 	}
-	if !slices.Contains(MethodNames(), p.Method) {
+	if p.Method == MethodEnsemble {
+		if len(p.Members) == 0 {
+			return bad("an ensemble without members")
+		}
+	} else if len(p.Members) > 0 {
+		return bad("members in a probe of method %q (only %q has them)", p.Method, MethodEnsemble)
+	} else if !slices.Contains(MethodNames(), p.Method) {
 		return bad("method %q unknown (want %s)", p.Method, strings.Join(MethodNames(), ", "))
 	}
 	if _, err := ParsePosition(string(p.Position)); err != nil {
@@ -63,7 +69,20 @@ func (p *Probe) Validate() error {
 	if !finite([]float64{p.Bias, p.Threshold}) {
 		return bad("non-finite bias or threshold")
 	}
-	if q := p.Quadratic; q != nil {
+	if g := p.Generation; g != nil {
+		if err := g.Rule.Validate(); err != nil {
+			return bad("generation: %v", err)
+		}
+		c := g.Calibration
+		if !finite([]float64{g.Threshold, c.Threshold, c.TargetFPR, c.AchievedFPR, c.FPRUpper95}) || c.NClean < 0 || g.Tokens < 0 {
+			return bad("invalid generation calibration")
+		}
+	}
+	if p.IsEnsemble() {
+		if err := p.validateMembers(); err != nil {
+			return err
+		}
+	} else if q := p.Quadratic; q != nil {
 		if len(p.Weights) != 0 {
 			return bad("both weights and a quadratic form")
 		}
@@ -122,32 +141,58 @@ var capturePoints = []string{PointResidual, "attn_out", "mlp_out"}
 
 // requiredFields are the fields of a probe file its verdict depends on. A file must give each
 // one: a missing layer or threshold would otherwise read as 0, and a missing fingerprint as
-// "any model".
+// "any model". An ensemble's members must give theirs too, and their standardisation.
 var requiredFields = map[string][]string{
-	"":      {"version", "method", "layer", "point", "position", "model", "bias", "threshold"},
-	"model": {"fingerprint", "n_embd"},
+	"":       {"version", "method", "layer", "point", "position", "model", "bias", "threshold"},
+	"model":  {"fingerprint", "n_embd"},
+	"member": {"probe", "center", "scale", "weight"},
 }
 
 // checkRequired reports the first required field the JSON object data lacks (or gives null).
 func checkRequired(data []byte) error {
+	return checkRequiredAt(data, "")
+}
+
+// checkRequiredAt checks the probe object data, named prefix in messages ("" at the top, then
+// "members[k].probe.").
+func checkRequiredAt(data []byte, prefix string) error {
 	var top map[string]json.RawMessage
 	if err := json.Unmarshal(data, &top); err != nil {
-		return fmt.Errorf("%w: %v", ErrProbeFile, err)
+		return fmt.Errorf("%w: %s%v", ErrProbeFile, prefix, err)
 	}
-	objects := map[string]map[string]json.RawMessage{"": top}
-	var model map[string]json.RawMessage
-	if raw, ok := top["model"]; ok && json.Unmarshal(raw, &model) == nil {
-		objects["model"] = model
-	}
-	for _, obj := range []string{"", "model"} {
-		for _, k := range requiredFields[obj] {
-			if v, ok := objects[obj][k]; !ok || string(v) == "null" {
-				name := k
-				if obj != "" {
-					name = obj + "." + k
-				}
-				return fmt.Errorf("%w: no %q field", ErrProbeFile, name)
+	missing := func(obj map[string]json.RawMessage, kind, name string) error {
+		for _, k := range requiredFields[kind] {
+			if v, ok := obj[k]; !ok || string(v) == "null" {
+				return fmt.Errorf("%w: no %q field", ErrProbeFile, name+k)
 			}
+		}
+		return nil
+	}
+	if err := missing(top, "", prefix); err != nil {
+		return err
+	}
+	var model map[string]json.RawMessage
+	if err := json.Unmarshal(top["model"], &model); err != nil {
+		return fmt.Errorf("%w: %smodel: %v", ErrProbeFile, prefix, err)
+	}
+	if err := missing(model, "model", prefix+"model."); err != nil {
+		return err
+	}
+	raw, ok := top["members"]
+	if !ok || string(raw) == "null" {
+		return nil
+	}
+	var members []map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &members); err != nil {
+		return fmt.Errorf("%w: %smembers: %v", ErrProbeFile, prefix, err)
+	}
+	for k, m := range members {
+		name := fmt.Sprintf("%smembers[%d].", prefix, k)
+		if err := missing(m, "member", name); err != nil {
+			return err
+		}
+		if err := checkRequiredAt(m["probe"], name+"probe."); err != nil {
+			return err
 		}
 	}
 	return nil
