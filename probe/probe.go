@@ -28,26 +28,26 @@ const ProbeVersion = 2
 // plain data. Scoring is safe for concurrent use; do not modify the fields
 // after the first score (scoring caches a prepared form of them).
 type Probe struct {
-	Version       int               `json:"version"`
-	Method        string            `json:"method"`
-	Layer         int               `json:"layer"`
-	Point         string            `json:"point"`
-	Position      Position          `json:"position"`
-	Model         ProbeModel        `json:"model"`
-	Normalization *Normalization    `json:"normalization,omitempty"`
-	Weights       []float64         `json:"weights,omitempty"`
-	Bias          float64           `json:"bias"`
-	Quadratic     *Quadratic        `json:"quadratic,omitempty"`
-	Threshold     float64           `json:"threshold"`
-	Calibration   *Calibration      `json:"calibration,omitempty"`
+	Version       int            `json:"version"`
+	Method        string         `json:"method"`
+	Layer         int            `json:"layer"`
+	Point         string         `json:"point"`
+	Position      Position       `json:"position"`
+	Model         ProbeModel     `json:"model"`
+	Normalization *Normalization `json:"normalization,omitempty"`
+	Weights       []float64      `json:"weights,omitempty"`
+	Bias          float64        `json:"bias"`
+	Quadratic     *Quadratic     `json:"quadratic,omitempty"`
+	Threshold     float64        `json:"threshold"`
+	Calibration   *Calibration   `json:"calibration,omitempty"`
 	// Members, for Method MethodEnsemble, are the probes whose scores the probe fuses (see
 	// NewEnsemble); Layer and Position are then the first member's.
 	Members []Member `json:"members,omitempty"`
 	// Generation, when set, is the threshold for watching generated tokens under a rule,
 	// calibrated on clean generations (CalibrateGeneration); Threshold stays the prompt's.
 	Generation *GenerationCalibration `json:"generation,omitempty"`
-	Training      TrainingSummary   `json:"training"`
-	Meta          map[string]string `json:"meta,omitempty"`
+	Training   TrainingSummary        `json:"training"`
+	Meta       map[string]string      `json:"meta,omitempty"`
 
 	prep atomic.Pointer[prepared]
 }

@@ -13,26 +13,51 @@ import (
 // traffic, without retraining.
 func newCalibrateCmd() *cobra.Command {
 	var (
-		fpr    float64
-		out    string
-		where  []string
-		asJSON bool
+		fpr         float64
+		out         string
+		where       []string
+		asJSON      bool
+		generations string
+		aggregate   string
+		mf          modelFlags
 	)
 	c := &cobra.Command{
-		Use:   "calibrate PROBE DUMP -o OUT [--fpr 0.01]",
-		Short: "Recalibrate a probe's threshold on clean traffic, without retraining",
+		Use:   "calibrate PROBE (DUMP | --generations FILE -m MODEL [--aggregate RULE]) -o OUT [--fpr 0.01]",
+		Short: "Recalibrate a probe's threshold on clean traffic or clean generations, without retraining",
 		Long: `calibrate sets a probe's threshold so that it fires on at most --fpr of the clean rows of
 DUMP, a dump of normal traffic from the probe's model at its layer and position: every row not
 labelled positive counts as clean (clean prompts need no labels, so use thousands). It writes
 the recalibrated probe to -o (never over PROBE) with the achieved false positive rate, the
 number of clean rows and the one-sided 95% Clopper–Pearson upper bound on the rate the
-threshold will have on new traffic like DUMP's.`,
-		Args: cobra.ExactArgs(2),
+threshold will have on new traffic like DUMP's.
+
+With --generations FILE (JSONL {"prompt", "completion"} per line; "text" is read as the
+completion, so probe generate -i PROMPTS --json output serves; lines labelled true are
+skipped) it calibrates the probe for watching generated tokens instead: each completion is run
+through MODEL after its prompt, every token scored on the state that produced it (token 0 on
+the last prompt token, as probe generate does), the scores combined by the --aggregate rule
+(max, mean, ema:ALPHA or kofn:K/N), and the threshold set so that the rule fires on at most
+--fpr of the clean generations. The probe keeps its prompt threshold; probe generate uses the
+generation threshold and rule. The completions should be the model's own answers to normal
+traffic (probe generate -i).`,
+		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			probePath, dump := args[0], args[1]
 			if !(fpr > 0 && fpr < 1) {
 				return fmt.Errorf("--fpr %g: must be between 0 and 1", fpr)
 			}
+			if generations != "" {
+				if len(args) != 1 {
+					return errors.New("give PROBE and --generations FILE, not a DUMP too")
+				}
+				return runCalibrateGenerations(cmd, &mf, args[0], generations, aggregate, fpr, out, asJSON)
+			}
+			if len(args) != 2 {
+				return errors.New("give PROBE and DUMP (or --generations FILE -m MODEL)")
+			}
+			if aggregate != "" || mf.path != "" {
+				return errors.New("--aggregate and -m apply to --generations")
+			}
+			probePath, dump := args[0], args[1]
 			if out == "" {
 				return errors.New("no output: give -o FILE (the probe given is never overwritten)")
 			}
@@ -98,5 +123,105 @@ threshold will have on new traffic like DUMP's.`,
 	fl.StringVarP(&out, "output", "o", "", "recalibrated probe file to write")
 	fl.StringArrayVar(&where, "where", nil, "use only DUMP's prompts whose field matches (key=value, repeatable)")
 	fl.BoolVar(&asJSON, "json", false, "print the result as JSON")
+	fl.StringVar(&generations, "generations", "", `clean generations to calibrate generation watching on: JSONL {"prompt", "completion"}`)
+	fl.StringVar(&aggregate, "aggregate", "max", "with --generations: max, mean, ema:ALPHA or kofn:K/N")
+	mf.register(c, false)
 	return c
+}
+
+// runCalibrateGenerations is probe calibrate --generations.
+func runCalibrateGenerations(cmd *cobra.Command, mf *modelFlags, probePath, file, aggregate string, fpr float64, out string, asJSON bool) error {
+	if out == "" {
+		return errors.New("no output: give -o FILE (the probe given is never overwritten)")
+	}
+	if mf.path == "" {
+		return errors.New("--generations needs the probe's model (-m MODEL) to run them through")
+	}
+	if err := checkOutputFile("--output", out); err != nil {
+		return err
+	}
+	if err := checkNotInput(flagPath{"--output", out}, flagPath{"PROBE", probePath}, flagPath{"--generations", file}, flagPath{"--model", mf.path}); err != nil {
+		return err
+	}
+	rule, err := probe.ParseRule(aggregate)
+	if err != nil {
+		return fmt.Errorf("--aggregate: %w", err)
+	}
+	p, err := loadProbe(probePath)
+	if err != nil {
+		return err
+	}
+	if err := p.CheckStep(); err != nil {
+		return fmt.Errorf("PROBE %s: %w", probePath, err)
+	}
+	items, err := readPromptFile(file, cmd.InOrStdin(), false)
+	if err != nil {
+		return fmt.Errorf("--generations %s: %w", file, err)
+	}
+	m, c, err := mf.open()
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	defer c.Close()
+	if err := checkProbeModel(p, m.Info()); err != nil {
+		return err
+	}
+	var gens []completionItem
+	for _, it := range items {
+		if it.Label != nil && *it.Label {
+			continue
+		}
+		text, ok := it.Meta["completion"]
+		if !ok {
+			text, ok = it.Meta["text"]
+		}
+		if !ok || text == "" {
+			return fmt.Errorf("--generations %s line %d: no completion (a non-empty \"completion\" or \"text\" string)", file, it.Line)
+		}
+		pt, err := m.Tokenize(it.Prompt, true, false)
+		if err != nil {
+			return fmt.Errorf("--generations %s line %d: %w", file, it.Line, err)
+		}
+		ct, err := m.Tokenize(text, false, false)
+		if err != nil {
+			return fmt.Errorf("--generations %s line %d: %w", file, it.Line, err)
+		}
+		if len(ct) == 0 {
+			return fmt.Errorf("--generations %s line %d: the completion has no tokens", file, it.Line)
+		}
+		gens = append(gens, completionItem{ID: it.ID, Prompt: pt, Completion: ct})
+	}
+	if len(gens) == 0 {
+		return fmt.Errorf("--generations %s has no clean generations: every line is labelled true", file)
+	}
+	rows, err := captureGenerations(cmd.Context(), c, gens, p.Layers())
+	if err != nil {
+		return err
+	}
+	scores, err := generationScores(p, rows)
+	if err != nil {
+		return err
+	}
+	g, err := probe.CalibrateGeneration(rule, scores, fpr)
+	if err != nil {
+		return err
+	}
+	p.Generation = g
+	p.Meta = withMeta(p.Meta, "generation_calibration", file)
+	if err := p.Save(out); err != nil {
+		return err
+	}
+	if asJSON {
+		return printJSON(cmd.OutOrStdout(), struct {
+			Output      string                       `json:"output"`
+			Probe       string                       `json:"probe"`
+			Generations string                       `json:"generations"`
+			Calibration *probe.GenerationCalibration `json:"generation"`
+		}{out, probePath, file, g})
+	}
+	cal := g.Calibration
+	_, err = fmt.Fprintf(cmd.OutOrStdout(), "generation threshold: %.6g for rule %s, target %.3g of generations: fires on %.4f of %d clean generations (%d tokens), at most %.4f on new ones like them (95%% Clopper–Pearson bound); prompt threshold unchanged (%.6g)\nwrote %s\n",
+		g.Threshold, g.Rule, fpr, cal.AchievedFPR, cal.NClean, g.Tokens, cal.FPRUpper95, p.Threshold, out)
+	return err
 }

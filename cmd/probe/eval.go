@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"io"
+	"slices"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -35,6 +37,8 @@ type evaluation struct {
 	F1        float64         `json:"f1"`
 	FPR       float64         `json:"fpr"`
 	Accuracy  float64         `json:"accuracy"`
+	// FPRUpper95 is the one-sided 95% Clopper–Pearson bound on the FPR from these negatives.
+	FPRUpper95 float64 `json:"fpr_upper_95"`
 	// ROC is the curve of the labelled rows' scores (probe.ROC).
 	ROC []probe.ROCPoint `json:"-"`
 	// Scores are the labelled rows' scores, in the order of Labelled, and Positives their classes.
@@ -51,15 +55,23 @@ func evaluateProbe(p *probe.Probe, ds *probe.Dataset, seed uint64) (*evaluation,
 	if err := p.CheckDataset(ds); err != nil {
 		return nil, err
 	}
+	return evaluateScores(p, ds, func(rows []int) ([]float64, error) { return p.ScoreRows(ds.X, rows, nil), nil }, seed)
+}
+
+// evaluateScores is evaluateProbe for any probe: ds gives the rows' labels, score the
+// probe's scores of the rows given.
+func evaluateScores(p *probe.Probe, ds *probe.Dataset, score func(rows []int) ([]float64, error), seed uint64) (*evaluation, error) {
 	e := &evaluation{Rows: ds.Len(), Threshold: p.Threshold, Calibrated: p.Calibration != nil}
 	e.Positive, e.Negative, e.Unlabelled = ds.Counts()
 	if e.Positive == 0 || e.Negative == 0 {
 		return nil, fmt.Errorf("evaluation needs positive and negative rows; the data has %d positive, %d negative and %d unlabelled", e.Positive, e.Negative, e.Unlabelled)
 	}
 	e.Labelled = ds.Labelled()
-	e.Scores = p.ScoreRows(ds.X, e.Labelled, nil)
-	e.Positives = ds.Positives(e.Labelled)
 	var err error
+	if e.Scores, err = score(e.Labelled); err != nil {
+		return nil, err
+	}
+	e.Positives = ds.Positives(e.Labelled)
 	if e.AUROC, err = probe.BootstrapAUROC(e.Scores, e.Positives, 0, 0.95, seed); err != nil {
 		return nil, err
 	}
@@ -75,6 +87,7 @@ func evaluateProbe(p *probe.Probe, ds *probe.Dataset, seed uint64) (*evaluation,
 	c := probe.ConfusionAt(e.Scores, e.Positives, p.Threshold)
 	e.Confusion = c
 	e.Precision, e.Recall, e.F1, e.FPR, e.Accuracy = c.Precision(), c.Recall(), c.F1(), c.FPR(), c.Accuracy()
+	e.FPRUpper95 = probe.FPRUpperBound(c.FP, c.FP+c.TN, 0.95)
 	return e, nil
 }
 
@@ -105,7 +118,8 @@ func loadProbeData(p *probe.Probe, flag, dir string, keep exampleFilter, stderr 
 
 // newEvalCmd makes probe eval.
 func newEvalCmd() *cobra.Command {
-	var probePath, data, roc string
+	var probePath, roc string
+	var dataDirs []string
 	var where []string
 	var asJSON bool
 	var seed uint64
@@ -123,7 +137,11 @@ PNG (or .svg, .pdf). The dump must come from the probe's model and hold its laye
 				if err := checkOutputFile("--roc", roc, plotExts...); err != nil {
 					return err
 				}
-				if err := checkNotInput(flagPath{"--roc", roc}, flagPath{"--data", data}, flagPath{"--probe", probePath}); err != nil {
+				ins := []flagPath{{"--probe", probePath}}
+				for _, d := range dataDirs {
+					ins = append(ins, flagPath{"--data", d})
+				}
+				if err := checkNotInput(flagPath{"--roc", roc}, ins...); err != nil {
 					return err
 				}
 			}
@@ -135,13 +153,38 @@ PNG (or .svg, .pdf). The dump must come from the probe's model and hold its laye
 			if err != nil {
 				return err
 			}
-			ds, err := loadProbeData(p, "--data", data, keep, cmd.ErrOrStderr())
-			if err != nil {
-				return err
-			}
-			e, err := evaluateProbe(p, ds, seed)
-			if err != nil {
-				return err
+			data := strings.Join(dataDirs, ", ")
+			var e *evaluation
+			if p.IsEnsemble() {
+				src, ref, err := loadEnsembleData(p, dataDirs, keep, cmd.ErrOrStderr())
+				if err != nil {
+					return err
+				}
+				all, err := p.ScoreSource(src)
+				if err != nil {
+					return err
+				}
+				e, err = evaluateScores(p, ref, func(rows []int) ([]float64, error) {
+					out := make([]float64, len(rows))
+					for k, i := range rows {
+						out[k] = all[i]
+					}
+					return out, nil
+				}, seed)
+				if err != nil {
+					return err
+				}
+			} else {
+				if len(dataDirs) != 1 {
+					return fmt.Errorf("--data given %d times: a single probe reads one dump", len(dataDirs))
+				}
+				ds, err := loadProbeData(p, "--data", dataDirs[0], keep, cmd.ErrOrStderr())
+				if err != nil {
+					return err
+				}
+				if e, err = evaluateProbe(p, ds, seed); err != nil {
+					return err
+				}
 			}
 			if roc != "" {
 				name := fmt.Sprintf("%s, layer %d (AUROC %.3f)", p.Method, p.Layer, e.AUROC.AUROC)
@@ -155,7 +198,7 @@ PNG (or .svg, .pdf). The dump must come from the probe's model and hold its laye
 	}
 	fl := c.Flags()
 	fl.StringVar(&probePath, "probe", "", "probe file (probe train)")
-	fl.StringVar(&data, "data", "", "activation dump to evaluate on")
+	fl.StringArrayVar(&dataDirs, "data", nil, "activation dump to evaluate on (an ensemble reading the last token and the prompt mean takes one of each, or one positions=all dump)")
 	fl.StringVar(&roc, "roc", "", "write the ROC curve to this .png, .svg or .pdf")
 	fl.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	fl.Uint64Var(&seed, "seed", 1, "bootstrap seed")
@@ -182,18 +225,20 @@ func printEval(w io.Writer, probePath, data, roc string, p *probe.Probe, e *eval
 	fmt.Fprintf(w, "probe %s: %s\n", probePath, describeProbe(p))
 	fmt.Fprintf(w, "data %s: %d rows (%d positive, %d negative, %d unlabelled)\n", data, e.Rows, e.Positive, e.Negative, e.Unlabelled)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	c := e.Confusion
+	cal := "uncalibrated"
+	if p.Calibration != nil {
+		cal = fmt.Sprintf("calibrated for FPR %.3g on %d clean rows", p.Calibration.TargetFPR, p.Calibration.NClean)
+	}
 	fmt.Fprintf(tw, "AUROC\t%.4f\t[%.4f, %.4f] 95%% bootstrap interval (%d resamples)\n", e.AUROC.AUROC, e.AUROC.Low, e.AUROC.High, e.AUROC.Resamples)
-	fmt.Fprintf(tw, "TPR at 1%% FPR\t%.4f\t(threshold %.6g, FPR %.4f on these negatives)\n", e.TPRAt1.TPR, e.TPRAt1.Threshold, e.TPRAt1.FPR)
-	fmt.Fprintf(tw, "TPR at 5%% FPR\t%.4f\t(threshold %.6g, FPR %.4f on these negatives)\n", e.TPRAt5.TPR, e.TPRAt5.Threshold, e.TPRAt5.FPR)
+	fmt.Fprintf(tw, "TPR at its threshold\t%.4f\t(%d of %d; threshold %.6g, %s)\n", e.Recall, c.TP, c.TP+c.FN, e.Threshold, cal)
+	fmt.Fprintf(tw, "FPR at its threshold\t%.4f\t(%d of %d; 95%% upper bound %.4f)\n", e.FPR, c.FP, c.FP+c.TN, e.FPRUpper95)
+	fmt.Fprintf(tw, "TPR at 1%% FPR, re-thresholded\t%.4f\t(threshold %.6g chosen on these negatives: ranking, not a deployable threshold)\n", e.TPRAt1.TPR, e.TPRAt1.Threshold)
+	fmt.Fprintf(tw, "TPR at 5%% FPR, re-thresholded\t%.4f\t(threshold %.6g chosen on these negatives)\n", e.TPRAt5.TPR, e.TPRAt5.Threshold)
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	cal := "uncalibrated"
-	if p.Calibration != nil {
-		cal = fmt.Sprintf("calibrated for FPR %.3g", p.Calibration.TargetFPR)
-	}
-	fmt.Fprintf(w, "at the probe's threshold %.6g (%s):\n", e.Threshold, cal)
-	c := e.Confusion
+	fmt.Fprintf(w, "at the probe's threshold %.6g:\n", e.Threshold)
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintf(tw, "\tfired\tnot fired\t\n")
 	fmt.Fprintf(tw, "positive\t%d\t%d\t\n", c.TP, c.FN)
@@ -203,4 +248,67 @@ func printEval(w io.Writer, probePath, data, roc string, p *probe.Probe, e *eval
 	}
 	_, err := fmt.Fprintf(w, "precision %.4f  recall %.4f  F1 %.4f  FPR %.4f  accuracy %.4f\n", e.Precision, e.Recall, e.F1, e.FPR, e.Accuracy)
 	return err
+}
+
+// loadEnsembleData opens the dumps an ensemble reads and returns them as a row source, with
+// the dataset of its first feature for the labels. Each feature is served by a dump of its
+// position (or a positions=all dump); every dump must hold the same examples, in order.
+func loadEnsembleData(p *probe.Probe, dirs []string, keep exampleFilter, stderr io.Writer) (probe.RowSource, *probe.Dataset, error) {
+	var stores []*probe.Store
+	for _, d := range dirs {
+		s, err := openStore("--data", d, stderr)
+		if err != nil {
+			return nil, nil, err
+		}
+		mm := s.Manifest
+		if err := p.CheckModel(mm.Model.Fingerprint, mm.NEmbd); err != nil {
+			return nil, nil, fmt.Errorf("--data %s: %w", d, err)
+		}
+		stores = append(stores, s)
+	}
+	cache := map[probe.Feature]*probe.Dataset{}
+	load := func(f probe.Feature) (*probe.Dataset, error) {
+		if ds, ok := cache[f]; ok {
+			return ds, nil
+		}
+		for _, s := range stores {
+			if s.Manifest.Positions != f.Position && s.Manifest.Positions != probe.PositionAll {
+				continue
+			}
+			if !s.Manifest.HasLayer(f.Layer) {
+				return nil, fmt.Errorf("--data %s has no layer %d", s.Dir, f.Layer)
+			}
+			ds, err := probe.LoadDataset(s, f.Layer, f.Position)
+			if err == nil {
+				ds, err = filterDataset(ds, s, keep)
+			}
+			if err != nil {
+				return nil, err
+			}
+			cache[f] = ds
+			return ds, nil
+		}
+		return nil, fmt.Errorf("no --data dump of position %q for the ensemble's member at layer %d", f.Position, f.Layer)
+	}
+	fs := p.Features()
+	ref, err := load(fs[0])
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, f := range fs[1:] {
+		ds, err := load(f)
+		if err != nil {
+			return nil, nil, err
+		}
+		if !slices.Equal(ds.IDs, ref.IDs) {
+			return nil, nil, fmt.Errorf("the --data dumps do not hold the same examples in the same order (layer %d %s differs from layer %d %s)", f.Layer, f.Position, fs[0].Layer, fs[0].Position)
+		}
+	}
+	return func(f probe.Feature) (*probe.Matrix, error) {
+		ds, err := load(f)
+		if err != nil {
+			return nil, err
+		}
+		return ds.X, nil
+	}, ref, nil
 }

@@ -18,43 +18,102 @@ type generatedToken struct {
 	Token int32    `json:"token"`
 	Piece string   `json:"piece"`
 	Score *float64 `json:"score,omitempty"`
+	// Stat is the monitor's running statistic after this token (the score itself under the
+	// max rule), and Fired whether it exceeded the threshold.
+	Stat  *float64 `json:"stat,omitempty"`
 	Fired *bool    `json:"fired,omitempty"`
+}
+
+// tokenMonitor is how generation is watched: a probe, the rule that aggregates its per-token
+// scores and the threshold the running statistic is compared with.
+type tokenMonitor struct {
+	Probe     *probe.Probe
+	Rule      probe.Rule
+	Threshold float64
+	// Calibrated says whether Threshold was calibrated for Rule on clean generations.
+	Calibrated bool
+}
+
+// newTokenMonitor picks the rule and threshold for watching generation with p: the rule given
+// (a ParseRule string; "" for the probe's own), with the generation threshold calibrated for
+// it when the probe has one, else the probe's prompt threshold under the max rule.
+func newTokenMonitor(p *probe.Probe, rule string) (*tokenMonitor, error) {
+	if err := p.CheckStep(); err != nil {
+		return nil, err
+	}
+	m := &tokenMonitor{Probe: p, Rule: probe.Rule{Kind: probe.RuleMax}, Threshold: p.Threshold}
+	if rule != "" {
+		r, err := probe.ParseRule(rule)
+		if err != nil {
+			return nil, fmt.Errorf("--aggregate: %w", err)
+		}
+		m.Rule = r
+	} else if p.Generation != nil {
+		m.Rule = p.Generation.Rule
+	}
+	if g := p.Generation; g != nil && g.Rule == m.Rule {
+		m.Threshold, m.Calibrated = g.Threshold, true
+	}
+	return m, nil
+}
+
+// warning returns what a user should know about the monitor's threshold, or "".
+func (m *tokenMonitor) warning() string {
+	if m.Calibrated {
+		return ""
+	}
+	if m.Probe.Generation != nil {
+		return fmt.Sprintf("warning: the probe's generation threshold is for rule %s, not %s; using its prompt threshold %.6g, calibrated on prompts, not on generated tokens",
+			m.Probe.Generation.Rule, m.Rule, m.Threshold)
+	}
+	return "warning: the probe's threshold was calibrated on prompts, not on generated tokens, which look different to it: expect it to stop clean answers. Calibrate it on clean generations first (probe calibrate --generations)"
 }
 
 // monitoredGeneration is the result of generateWithProbe.
 type monitoredGeneration struct {
+	ID           string           `json:"id,omitempty"`
 	Prompt       string           `json:"prompt"`
 	Text         string           `json:"text"`
 	StopReason   string           `json:"stop_reason"`
 	PromptTokens int              `json:"prompt_tokens"`
 	Tokens       []generatedToken `json:"tokens"`
-	// Threshold is the probe's (nil without a probe); FirstFired is the index of the first
-	// token whose score fired, nil if none did.
+	// Rule and Threshold are the monitor's (nil without a probe); FirstFired is the index of
+	// the first token at which it fired, nil if none did.
+	Rule       string   `json:"rule,omitempty"`
 	Threshold  *float64 `json:"threshold,omitempty"`
 	FirstFired *int     `json:"first_fired,omitempty"`
 	// StoppedBefore is the token that --stop-on-fire withheld: sampled, scored, never emitted.
 	StoppedBefore *generatedToken `json:"stopped_before,omitempty"`
 }
 
-// generateWithProbe generates a continuation of prompt and scores every token with the probe
-// (nil: no monitoring) on the residual stream of the state that produced it, at the probe's
-// layer: token 0 is scored on the last prompt token, as scan does. With stopOnFire the
-// generation stops before emitting the first token whose score fires; that token is returned
+// generateWithProbe generates a continuation of prompt and scores every token with the
+// monitor's probe (mon nil: no monitoring) on the residual stream of the state that produced
+// it, at the probe's layers: token 0 is scored on the last prompt token, as scan does. The
+// monitor fires at the first token whose running statistic under its rule exceeds its
+// threshold. With stopOnFire the generation stops before emitting that token; it is returned
 // in StoppedBefore, not in Tokens. emit, if not nil, is called with each emitted token as it
 // is produced (to stream it).
-func generateWithProbe(ctx context.Context, c *bindings.Context, p *probe.Probe, prompt string, tokens []int32, opts bindings.GenerateOptions, stopOnFire bool, emit func(generatedToken)) (*monitoredGeneration, error) {
+func generateWithProbe(ctx context.Context, c *bindings.Context, mon *tokenMonitor, prompt string, tokens []int32, opts bindings.GenerateOptions, stopOnFire bool, emit func(generatedToken)) (*monitoredGeneration, error) {
 	out := &monitoredGeneration{Prompt: prompt, Tokens: []generatedToken{}}
-	if p != nil {
-		opts.Layers = []int{p.Layer}
-		t := p.Threshold
-		out.Threshold = &t
+	var tracker *probe.Tracker
+	var scoreErr error
+	if mon != nil {
+		opts.Layers = mon.Probe.Layers()
+		t := mon.Threshold
+		out.Threshold, out.Rule = &t, mon.Rule.String()
+		tracker = mon.Rule.Start()
 	}
 	gen, err := c.Generate(ctx, tokens, opts, func(s bindings.Step) bool {
 		tok := generatedToken{Token: s.Token, Piece: s.Piece}
-		if p != nil {
-			score := p.Score(s.Residual[p.Layer])
-			fired := p.Fired(score)
-			tok.Score, tok.Fired = &score, &fired
+		if mon != nil {
+			score, err := mon.Probe.ScoreStep(s.Residual)
+			if err != nil {
+				scoreErr = err
+				return false
+			}
+			stat := tracker.Push(score)
+			fired := stat > mon.Threshold
+			tok.Score, tok.Stat, tok.Fired = &score, &stat, &fired
 			if fired && out.FirstFired == nil {
 				i := s.Index
 				out.FirstFired = &i
@@ -72,6 +131,9 @@ func generateWithProbe(ctx context.Context, c *bindings.Context, p *probe.Probe,
 	})
 	if gen != nil {
 		out.Text, out.StopReason, out.PromptTokens = gen.Text, gen.StopReason, gen.PromptTokens
+	}
+	if err == nil {
+		err = scoreErr
 	}
 	if err != nil {
 		return out, err
@@ -112,6 +174,8 @@ type generateFlags struct {
 	seed       uint32
 	color      string
 	asJSON     bool
+	aggregate  string
+	input      string
 }
 
 // newGenerateCmd makes probe generate.
@@ -124,17 +188,31 @@ func newGenerateCmd() *cobra.Command {
 With --probe, every token is scored on the residual stream, at the probe's layer, of the
 state that produced it: the first token on the last prompt token (what probe scan measures),
 each later one on the token before it. On a terminal (or with --color always) tokens are red
-when the probe fired and green when it did not. --stop-on-fire stops before emitting the first
-token whose score fires and says so on stderr. --json prints one object:
-{"prompt", "text", "stop_reason", "prompt_tokens", "threshold", "first_fired",
-"tokens": [{"token", "piece", "score", "fired"}…], "stopped_before"}.`,
+when the monitor fired and green when it did not. --stop-on-fire stops before emitting the
+first token at which the monitor fires and says so on stderr.
+
+The monitor fires when a running statistic of the token scores exceeds a threshold, by the
+rule of --aggregate: max (any token's score), mean (of the scores so far), ema:ALPHA
+(exponential moving average) or kofn:K/N (K of the last N scores above the threshold). A probe
+calibrated on clean generations (probe calibrate --generations) carries its rule and a
+threshold that fires on the calibrated fraction of clean generations; it is used by default.
+A probe calibrated on prompts only is applied with its prompt threshold, with a warning:
+generated tokens look different to it.
+
+--json prints one object: {"prompt", "text", "stop_reason", "prompt_tokens", "rule",
+"threshold", "first_fired", "tokens": [{"token", "piece", "score", "stat", "fired"}…],
+"stopped_before"}. With -i PROMPTS.jsonl (as for probe dump) it generates an answer to every
+prompt and prints one such object per line, with the prompt's "id": the file probe calibrate
+--generations reads.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error { return runGenerate(cmd, &f) },
 	}
 	f.mf.register(c, true)
 	fl := c.Flags()
 	fl.StringVarP(&f.prompt, "prompt", "p", "", "the prompt")
+	fl.StringVarP(&f.input, "input", "i", "", "JSONL prompt file ('-' for stdin): one generation per prompt, printed as JSON Lines")
 	fl.StringVar(&f.probePath, "probe", "", "probe file to score every token with")
+	fl.StringVar(&f.aggregate, "aggregate", "", "how token scores are combined: max, mean, ema:ALPHA or kofn:K/N (default: the rule the probe was calibrated for on generations, else max)")
 	fl.BoolVar(&f.stopOnFire, "stop-on-fire", false, "stop before emitting the first token whose score fires")
 	fl.IntVarP(&f.maxTokens, "n-predict", "n", 128, "tokens to generate at most (0: until end of generation or a full context)")
 	fl.Float32Var(&f.temp, "temp", 0, "sampling temperature (0: greedy)")
@@ -143,15 +221,17 @@ token whose score fires and says so on stderr. --json prints one object:
 	fl.Uint32Var(&f.seed, "seed", 0, "sampling seed")
 	fl.StringVar(&f.color, "color", "auto", "colour tokens by probe score: auto (on a terminal), always or never")
 	fl.BoolVar(&f.asJSON, "json", false, "print the result as one JSON object")
-	_ = c.MarkFlagRequired("prompt")
 	return c
 }
 
 // runGenerate validates the inputs, generates and prints.
 func runGenerate(cmd *cobra.Command, f *generateFlags) error {
 	stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
-	if f.prompt == "" {
-		return errors.New("--prompt is empty")
+	switch {
+	case f.input != "" && f.prompt != "":
+		return errors.New("give --prompt or -i, not both")
+	case f.input == "" && f.prompt == "":
+		return errors.New("no prompt: give --prompt TEXT or -i PROMPTS.jsonl")
 	}
 	if f.maxTokens < 0 {
 		return fmt.Errorf("-n %d: must be 0 or more", f.maxTokens)
@@ -169,11 +249,18 @@ func runGenerate(cmd *cobra.Command, f *generateFlags) error {
 	if f.stopOnFire && f.probePath == "" {
 		return errors.New("--stop-on-fire needs --probe")
 	}
+	if f.aggregate != "" && f.probePath == "" {
+		return errors.New("--aggregate needs --probe")
+	}
 	var p *probe.Probe
+	var mon *tokenMonitor
 	if f.probePath != "" {
 		var err error
 		if p, err = loadProbe(f.probePath); err != nil {
 			return err
+		}
+		if mon, err = newTokenMonitor(p, f.aggregate); err != nil {
+			return fmt.Errorf("--probe %s: %w", f.probePath, err)
 		}
 	}
 	m, c, err := f.mf.open()
@@ -186,16 +273,34 @@ func runGenerate(cmd *cobra.Command, f *generateFlags) error {
 		if err := checkProbeModel(p, m.Info()); err != nil {
 			return err
 		}
-		if p.Position == probe.PositionMean {
-			fmt.Fprintln(stderr, "warning: the probe was trained on prompt-mean rows; generate scores each token's own residual")
+		if w := mon.warning(); w != "" {
+			fmt.Fprintln(stderr, w)
 		}
 	}
 	items := []promptItem{{ID: "prompt", Prompt: f.prompt}}
+	if f.input != "" {
+		if items, err = readPromptFile(f.input, cmd.InOrStdin(), false); err != nil {
+			return fmt.Errorf("-i %s: %w", f.input, err)
+		}
+	}
 	if err := tokenizeItems(m, items, c.Options().NCtx); err != nil {
 		return err
 	}
 	opts := bindings.GenerateOptions{MaxTokens: f.maxTokens,
 		Sampler: bindings.SamplerOptions{Temperature: f.temp, TopK: f.topK, TopP: f.topP, Seed: f.seed}}
+	if f.input != "" {
+		for _, it := range items {
+			g, err := generateWithProbe(cmd.Context(), c, mon, it.Prompt, it.Tokens, opts, f.stopOnFire, nil)
+			if err != nil {
+				return fmt.Errorf("prompt %q: %w", it.ID, err)
+			}
+			g.ID = it.ID
+			if err := printJSON(stdout, g); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	var emit func(generatedToken)
 	if !f.asJSON {
 		emit = func(t generatedToken) {
@@ -206,7 +311,7 @@ func runGenerate(cmd *cobra.Command, f *generateFlags) error {
 			}
 		}
 	}
-	g, err := generateWithProbe(cmd.Context(), c, p, f.prompt, items[0].Tokens, opts, f.stopOnFire, emit)
+	g, err := generateWithProbe(cmd.Context(), c, mon, f.prompt, items[0].Tokens, opts, f.stopOnFire, emit)
 	if !f.asJSON && g != nil && len(g.Tokens) > 0 {
 		fmt.Fprintln(stdout)
 	}
@@ -218,30 +323,31 @@ func runGenerate(cmd *cobra.Command, f *generateFlags) error {
 			return err
 		}
 	}
-	reportGeneration(stderr, p, g)
+	reportGeneration(stderr, mon, g)
 	return nil
 }
 
 // reportGeneration says on stderr why the generation stopped and what the probe saw.
-func reportGeneration(w io.Writer, p *probe.Probe, g *monitoredGeneration) {
+func reportGeneration(w io.Writer, mon *tokenMonitor, g *monitoredGeneration) {
 	if s := g.StoppedBefore; s != nil {
 		out := fmt.Sprintf("after %d tokens", len(g.Tokens))
 		if len(g.Tokens) == 0 {
 			out = "before any output"
 		}
-		fmt.Fprintf(w, "stopped %s: the probe fired on token %d %q (score %.6g > threshold %.6g); it was not emitted\n",
-			out, len(g.Tokens), s.Piece, *s.Score, p.Threshold)
+		fmt.Fprintf(w, "stopped %s: the probe fired on token %d %q (rule %s: %.6g > threshold %.6g; score %.6g); it was not emitted\n",
+			out, len(g.Tokens), s.Piece, mon.Rule, *s.Stat, mon.Threshold, *s.Score)
 		return
 	}
 	msg := fmt.Sprintf("%d tokens, stop: %s", len(g.Tokens), g.StopReason)
-	if p != nil {
+	if mon != nil {
+		p := mon.Probe
 		fired := 0
 		for _, t := range g.Tokens {
 			if *t.Fired {
 				fired++
 			}
 		}
-		msg += fmt.Sprintf("; probe (%s, threshold %.6g) fired on %d of them", p.Method, p.Threshold, fired)
+		msg += fmt.Sprintf("; probe (%s, rule %s, threshold %.6g) fired on %d of them", p.Method, mon.Rule, mon.Threshold, fired)
 		if g.FirstFired != nil {
 			msg += fmt.Sprintf(", first at token %d", *g.FirstFired)
 		}

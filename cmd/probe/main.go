@@ -89,6 +89,7 @@ before the model outputs anything, and trains its own backdoored model organism.
 		newTrainCmd(),
 		newEvalCmd(),
 		newCalibrateCmd(),
+		newEnsembleCmd(),
 		newSweepCmd(),
 		newScanCmd(),
 		newGenerateCmd(),

@@ -131,8 +131,17 @@ func loadProbe(path string) (*probe.Probe, error) {
 }
 
 // describeProbe is a one-line summary of a probe: method, layer, position and threshold.
-func describeProbe(p *probe.Probe) string {
-	s := fmt.Sprintf("%s, layer %d, position %s, threshold %.6g", p.Method, p.Layer, orDefault(string(p.Position), "?"), p.Threshold)
+func describeProbe(p *probe.Probe) (s string) {
+	s = fmt.Sprintf("%s, layer %d, position %s, threshold %.6g", p.Method, p.Layer, orDefault(string(p.Position), "?"), p.Threshold)
+	if p.IsEnsemble() {
+		s = fmt.Sprintf("ensemble of %d probes (%s), threshold %.6g", len(p.Members), featureText(p), p.Threshold)
+	}
+	if g := p.Generation; g != nil {
+		defer func() {
+			s += fmt.Sprintf("; generation rule %s, threshold %.6g (fires on %.3g of %d clean generations, ≤ %.3g at 95%%)",
+				g.Rule, g.Threshold, g.Calibration.AchievedFPR, g.Calibration.NClean, g.Calibration.FPRUpper95)
+		}()
+	}
 	if c := p.Calibration; c != nil {
 		s += fmt.Sprintf(" (calibrated for FPR %.3g on %d clean rows", c.TargetFPR, c.NClean)
 		if c.FPRUpper95 > 0 {

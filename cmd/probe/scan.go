@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -21,6 +22,10 @@ type scanResult struct {
 	Score     float64 `json:"score"`
 	Threshold float64 `json:"threshold"`
 	Fired     bool    `json:"fired"`
+	// Rule is the --aggregate rule over the prompt's tokens; Score is then the peak of its
+	// running statistic and FiredAt the first token at which it fired (-1: none).
+	Rule    string `json:"rule,omitempty"`
+	FiredAt *int   `json:"fired_at,omitempty"`
 }
 
 // checkProbeModel refuses a probe that does not apply to the loaded model: another
@@ -30,11 +35,19 @@ func checkProbeModel(p *probe.Probe, info bindings.Info) error {
 	if err := p.CheckModel(info.Fingerprint, info.Embd); err != nil {
 		return err
 	}
-	if p.Layer < 0 || p.Layer >= info.Layers {
-		return fmt.Errorf("%w: probe is for layer %d, the model has %d layers", probe.ErrModelMismatch, p.Layer, info.Layers)
+	for _, l := range p.Layers() {
+		if l < 0 || l >= info.Layers {
+			return fmt.Errorf("%w: probe is for layer %d, the model has %d layers", probe.ErrModelMismatch, l, info.Layers)
+		}
 	}
-	if p.Point != "" && p.Point != probe.PointResidual {
-		return fmt.Errorf("probe reads capture point %q; only %q is supported", p.Point, probe.PointResidual)
+	points := []string{p.Point}
+	for _, m := range p.Members {
+		points = append(points, m.Probe.Point)
+	}
+	for _, pt := range points {
+		if pt != "" && pt != probe.PointResidual {
+			return fmt.Errorf("probe reads capture point %q; only %q is supported", pt, probe.PointResidual)
+		}
 	}
 	return nil
 }
@@ -53,12 +66,40 @@ func probePositions(p *probe.Probe) bindings.Positions {
 // position, capturing the prompts in chunks through captureRows. The probe must match the
 // context's model (checkProbeModel).
 func scanPrompts(ctx context.Context, c *bindings.Context, p *probe.Probe, items []promptItem, prog *progress) ([]scanResult, error) {
-	rows, err := captureRows(ctx, c, items, []int{p.Layer}, probePositions(p), prog)
+	// One capture per position the probe (or its members) reads, of the layers read there.
+	byPos := map[probe.Position][]int{}
+	var order []probe.Position
+	for _, f := range p.Features() {
+		pos := f.Position
+		if pos != probe.PositionMean {
+			pos = probe.PositionLast
+		}
+		if _, ok := byPos[pos]; !ok {
+			order = append(order, pos)
+		}
+		if !slices.Contains(byPos[pos], f.Layer) {
+			byPos[pos] = append(byPos[pos], f.Layer)
+		}
+	}
+	rows := map[probe.Position]map[int]*probe.Matrix{}
+	for _, pos := range order {
+		r, err := captureRows(ctx, c, items, byPos[pos], pos, prog)
+		if err != nil {
+			return nil, err
+		}
+		rows[pos] = r
+		prog = nil // one progress bar, for the first pass
+	}
+	scores, err := p.ScoreSource(func(f probe.Feature) (*probe.Matrix, error) {
+		pos := f.Position
+		if pos != probe.PositionMean {
+			pos = probe.PositionLast
+		}
+		return rows[pos][f.Layer], nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	x := rows[p.Layer]
-	scores := p.ScoreRows(x, nil, nil)
 	out := make([]scanResult, len(items))
 	for i, it := range items {
 		out[i] = scanResult{ID: it.ID, Prompt: it.Prompt, Label: it.Label, Tokens: len(it.Tokens),
@@ -70,7 +111,7 @@ func scanPrompts(ctx context.Context, c *bindings.Context, p *probe.Probe, items
 // newScanCmd makes probe scan.
 func newScanCmd() *cobra.Command {
 	var f dumpFlags // the prompt flags and the model flags of dump
-	var probePath string
+	var probePath, aggregate string
 	c := &cobra.Command{
 		Use:   "scan -m MODEL --probe PROBE.json (--prompt TEXT… | -i PROMPTS.jsonl) [--json]",
 		Short: "Score prompts with a probe at the last prompt token, before any output",
@@ -81,12 +122,25 @@ Prompts come from --prompt (repeatable) or -i FILE as for probe dump (JSONL {"id
 "label", "group"}, or --text). Prompts are decoded --parallel at a time.
 
 --json prints JSON Lines: one object per prompt, {"id", "prompt", "label", "n_tokens", "score",
-"threshold", "fired"}, in input order. A probe trained on another model is refused.`,
+"threshold", "fired"}, in input order. A probe trained on another model is refused. An
+ensemble (probe ensemble) is scored from every layer and position its members read.
+
+--aggregate RULE scores every token of the prompt instead, each on its own residual stream,
+and combines the scores by the rule as probe generate does for generated tokens (max, mean,
+ema:ALPHA, kofn:K/N): "score" is then the peak of the running statistic, "fired_at" the first
+token at which it exceeded the threshold. The threshold is the probe's generation threshold
+when it was calibrated for that rule, else its prompt threshold.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			p, err := loadProbe(probePath)
 			if err != nil {
 				return err
+			}
+			var mon *tokenMonitor
+			if aggregate != "" {
+				if mon, err = newTokenMonitor(p, aggregate); err != nil {
+					return fmt.Errorf("--probe %s: %w", probePath, err)
+				}
 			}
 			items, err := f.items(cmd)
 			if err != nil {
@@ -108,7 +162,12 @@ Prompts come from --prompt (repeatable) or -i FILE as for probe dump (JSONL {"id
 			if len(items) > c.Options().NSeq {
 				prog = newProgress(cmd.ErrOrStderr(), len(items), "scan")
 			}
-			res, err := scanPrompts(cmd.Context(), c, p, items, prog)
+			var res []scanResult
+			if mon != nil {
+				res, err = scanTokens(cmd.Context(), c, mon, items)
+			} else {
+				res, err = scanPrompts(cmd.Context(), c, p, items, prog)
+			}
 			if err != nil {
 				return err
 			}
@@ -122,6 +181,7 @@ Prompts come from --prompt (repeatable) or -i FILE as for probe dump (JSONL {"id
 	fl.StringVarP(&f.input, "input", "i", "", "JSONL prompt file ('-' for stdin)")
 	fl.BoolVar(&f.text, "text", false, "the input file holds one plain-text prompt per line")
 	fl.BoolVar(&f.asJSON, "json", false, "print JSON Lines, one object per prompt")
+	fl.StringVar(&aggregate, "aggregate", "", "score every prompt token and combine the scores: max, mean, ema:ALPHA or kofn:K/N")
 	_ = c.MarkFlagRequired("probe")
 	return c
 }
@@ -152,4 +212,34 @@ func printScan(w io.Writer, res []scanResult, asJSON bool) error {
 	}
 	_, err := fmt.Fprintf(w, "fired on %d of %d prompts\n", fired, len(res))
 	return err
+}
+
+// scanTokens scores every token of each prompt with the monitor's probe and combines the
+// scores by its rule: the verdict of watching the prompt token by token.
+func scanTokens(ctx context.Context, c *bindings.Context, mon *tokenMonitor, items []promptItem) ([]scanResult, error) {
+	gens := make([]completionItem, len(items))
+	for i, it := range items {
+		if len(it.Tokens) < 2 {
+			return nil, fmt.Errorf("prompt %q has %d token; --aggregate needs at least 2", it.ID, len(it.Tokens))
+		}
+		// Token j of the "completion" is scored on the state before it: prompt token 0 is
+		// the state of the first token, so the whole prompt's rows are those of a completion
+		// of all but its first token after a one-token prompt, plus the last token's row.
+		gens[i] = completionItem{ID: it.ID, Prompt: it.Tokens[:1], Completion: append(slices.Clone(it.Tokens[1:]), 0)}
+	}
+	rows, err := captureGenerations(ctx, c, gens, mon.Probe.Layers())
+	if err != nil {
+		return nil, err
+	}
+	scores, err := generationScores(mon.Probe, rows)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]scanResult, len(items))
+	for i, it := range items {
+		at := mon.Rule.FirstFire(scores[i], mon.Threshold)
+		out[i] = scanResult{ID: it.ID, Prompt: it.Prompt, Label: it.Label, Tokens: len(it.Tokens), Score: mon.Rule.Peak(scores[i]),
+			Threshold: mon.Threshold, Fired: at >= 0, Rule: mon.Rule.String(), FiredAt: &at}
+	}
+	return out, nil
 }

@@ -29,6 +29,9 @@ type sweepRow struct {
 	EvalTPRAt1 *probe.OperatingPoint `json:"eval_tpr_at_1pct_fpr,omitempty"`
 	// Flipped reports that --orient negated the contrast direction at this layer.
 	Flipped bool `json:"flipped,omitempty"`
+	// Ensemble names the layers of an ensemble row ("layers 2–4"; Layer is the first), "" for a
+	// single layer.
+	Ensemble string `json:"ensemble,omitempty"`
 }
 
 // sweepOptions configure sweepLayers.
@@ -154,6 +157,9 @@ func sweepPlotSeries(rows []sweepRow, trainName, evalName string) []sweepSeries 
 	train := sweepSeries{Name: trainName}
 	ev := sweepSeries{Name: evalName}
 	for _, r := range rows {
+		if r.Ensemble != "" {
+			continue
+		}
 		train.Points = append(train.Points, sweepPoint{Layer: r.Layer, AUROC: r.AUROC.AUROC, Low: r.AUROC.Low, High: r.AUROC.High})
 		if r.Eval != nil {
 			ev.Points = append(ev.Points, sweepPoint{Layer: r.Layer, AUROC: r.Eval.AUROC, Low: r.Eval.Low, High: r.Eval.High})
@@ -181,6 +187,7 @@ type sweepFlags struct {
 	plot     string
 	where    []string
 	asJSON   bool
+	ensemble int
 }
 
 // newSweepCmd makes probe sweep.
@@ -193,6 +200,9 @@ func newSweepCmd() *cobra.Command {
 and with --eval DIR also fits on all of --data and measures the AUROC and the TPR at 1% FPR on
 the eval dump. It prints a table, draws AUROC against layer (--plot, .png/.svg/.pdf) and reports
 the best layer, chosen by the cross-validated AUROC on --data (never by the eval dump).
+--ensemble W adds a row for every W consecutive layers: the ensemble of the method's probes at
+those layers (each score standardised on the clean training rows, then averaged), measured on
+the same folds and eval dump as the single layers; the best layer is still a single one.
 For contrast, the pairs (--pairs, default built-in) are captured at every layer with the dump's
 model (-m), and the AUROC column is the pair-fitted probe's AUROC on --data.`,
 		Args: cobra.NoArgs,
@@ -213,6 +223,7 @@ model (-m), and the AUROC column is the pair-fitted probe's AUROC on --data.`,
 	fl.Float64Var(&f.c, "C", 0, "logistic: inverse regularisation strength (0: chosen by grouped CV)")
 	fl.StringVar(&f.plot, "plot", "", "write AUROC per layer to this .png, .svg or .pdf")
 	fl.BoolVar(&f.asJSON, "json", false, "print the result as JSON")
+	fl.IntVar(&f.ensemble, "ensemble", 0, "also measure ensembles of this many consecutive layers (scores standardised on clean rows and averaged), on the same folds")
 	_ = c.MarkFlagRequired("data")
 	_ = c.MarkFlagRequired("method")
 	return c
@@ -299,11 +310,26 @@ func runSweep(cmd *cobra.Command, f *sweepFlags) error {
 		}
 	}
 	o.Progress = func(r sweepRow) {
+		if r.Ensemble != "" {
+			fmt.Fprintf(stderr, "%s ensemble: AUROC %.4f\n", r.Ensemble, r.AUROC.AUROC)
+			return
+		}
 		fmt.Fprintf(stderr, "layer %d: AUROC %.4f\n", r.Layer, r.AUROC.AUROC)
 	}
 	rows, best, err := sweepLayers(data, eval, o)
 	if err != nil {
 		return err
+	}
+	if f.ensemble != 0 {
+		layers := make([]int, len(rows))
+		for i, r := range rows {
+			layers[i] = r.Layer
+		}
+		ens, err := sweepEnsembles(data, eval, o, layers, f.ensemble)
+		if err != nil {
+			return err
+		}
+		rows = append(rows, ens...)
 	}
 	metric := "CV AUROC"
 	if contrast {
@@ -347,7 +373,11 @@ func printSweep(w io.Writer, f *sweepFlags, rows []sweepRow, best int, metric st
 		if i == best {
 			mark = " *"
 		}
-		line := fmt.Sprintf("%d%s\t%.4f\t[%.4f, %.4f]", r.Layer, mark, r.AUROC.AUROC, r.AUROC.Low, r.AUROC.High)
+		name := fmt.Sprint(r.Layer)
+		if r.Ensemble != "" {
+			name = r.Ensemble
+		}
+		line := fmt.Sprintf("%s%s\t%.4f\t[%.4f, %.4f]", name, mark, r.AUROC.AUROC, r.AUROC.Low, r.AUROC.High)
 		if r.Eval != nil {
 			line += fmt.Sprintf("\t%.4f\t[%.4f, %.4f]\t%.4f", r.Eval.AUROC, r.Eval.Low, r.Eval.High, r.EvalTPRAt1.TPR)
 		}
