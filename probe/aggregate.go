@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"gonum.org/v1/gonum/stat"
 )
 
 // Rule names: how a monitor turns the per-token scores of a generation into a decision.
@@ -105,6 +107,7 @@ func (r Rule) String() string {
 // with Rule.Start.
 type Tracker struct {
 	r      Rule
+	norm   []Moments // per-position standardisation, nil for none
 	t      int
 	sum    float64
 	ema    float64
@@ -120,6 +123,10 @@ func (r Rule) Start() *Tracker {
 // Push adds the score of the next token and returns the running statistic r_t.
 func (tr *Tracker) Push(s float64) float64 {
 	defer func() { tr.t++ }()
+	if len(tr.norm) > 0 {
+		m := tr.norm[min(tr.t, len(tr.norm)-1)]
+		s = (s - m.Mean) / m.SD
+	}
 	switch tr.r.Kind {
 	case RuleMean:
 		tr.sum += s
@@ -188,27 +195,111 @@ type GenerationCalibration struct {
 	Calibration Calibration `json:"calibration"`
 	// Tokens is the number of scored tokens in the clean generations.
 	Tokens int `json:"tokens"`
+	// Standardize, when set, standardises the score of token t as (s − Mean)/SD with the
+	// moments of the clean generations' scores at position t (the last entry for every later
+	// position) before the rule sees it: a probe fitted on prompts, whose scores drift along
+	// a generation, is then judged at each position against clean text at that position.
+	Standardize []Moments `json:"standardize,omitempty"`
+}
+
+// Moments are the mean and standard deviation of scores.
+type Moments struct {
+	Mean float64 `json:"mean"`
+	SD   float64 `json:"sd"`
+}
+
+// Start returns a tracker of one generation under the calibration's rule and standardisation.
+func (g *GenerationCalibration) Start() *Tracker {
+	return &Tracker{r: g.Rule, norm: g.Standardize}
+}
+
+// FirstFire returns the first token at which the calibrated monitor fires, or −1.
+func (g *GenerationCalibration) FirstFire(scores []float64) int {
+	tr := g.Start()
+	for i, s := range scores {
+		if tr.Push(s) > g.Threshold {
+			return i
+		}
+	}
+	return -1
+}
+
+// MinPositionCount is the fewest clean generations a position needs for moments of its own
+// under per-position standardisation; later positions share the moments of all of them.
+const MinPositionCount = 50
+
+// positionMoments returns the per-position moments of clean generations' scores: one entry
+// per position while at least MinPositionCount generations reach it, then one for all later
+// positions pooled.
+func positionMoments(clean [][]float64) ([]Moments, error) {
+	var out []Moments
+	for t := 0; ; t++ {
+		var xs []float64
+		for _, s := range clean {
+			if len(s) > t {
+				xs = append(xs, s[t])
+			}
+		}
+		pooled := len(xs) < MinPositionCount
+		if pooled {
+			xs = xs[:0]
+			for _, s := range clean {
+				if len(s) > t {
+					xs = append(xs, s[t:]...)
+				}
+			}
+		}
+		if len(xs) < 2 {
+			if t == 0 {
+				return nil, errors.New("standardising per position needs at least 2 clean generations")
+			}
+			return out, nil
+		}
+		m, sd := stat.MeanStdDev(xs, nil)
+		if !(sd > 0) || math.IsInf(sd, 0) {
+			return nil, fmt.Errorf("clean scores at position %d do not vary (sd %v)", t, sd)
+		}
+		out = append(out, Moments{Mean: m, SD: sd})
+		if pooled {
+			return out, nil
+		}
+	}
 }
 
 // CalibrateGeneration returns the threshold at which the rule fires on at most targetFPR of
 // the clean generations, each given as the scores of its tokens in order (token 0 on the last
 // prompt token): CalibrateThreshold over the generations' peaks (Rule.Peak). A generation
 // without tokens is an error, as is an invalid rule.
-func CalibrateGeneration(r Rule, clean [][]float64, targetFPR float64) (*GenerationCalibration, error) {
+//
+// With perPosition the scores are first standardised per position (GenerationCalibration's
+// Standardize, from the same clean generations).
+func CalibrateGeneration(r Rule, clean [][]float64, targetFPR float64, perPosition bool) (*GenerationCalibration, error) {
 	if err := r.Validate(); err != nil {
 		return nil, err
 	}
 	if len(clean) == 0 {
 		return nil, errors.New("calibrate generation: no clean generations")
 	}
-	peaks := make([]float64, len(clean))
-	tokens := 0
+	g := &GenerationCalibration{Rule: r}
 	for i, s := range clean {
 		if len(s) == 0 {
 			return nil, fmt.Errorf("calibrate generation: clean generation %d has no tokens", i)
 		}
-		tokens += len(s)
-		peaks[i] = r.Peak(s)
+		g.Tokens += len(s)
+	}
+	if perPosition {
+		var err error
+		if g.Standardize, err = positionMoments(clean); err != nil {
+			return nil, fmt.Errorf("calibrate generation: %w", err)
+		}
+	}
+	peaks := make([]float64, len(clean))
+	for i, s := range clean {
+		tr := g.Start()
+		peaks[i] = math.Inf(-1)
+		for _, v := range s {
+			peaks[i] = max(peaks[i], tr.Push(v))
+		}
 	}
 	if slices.ContainsFunc(peaks, func(v float64) bool { return math.IsInf(v, -1) }) {
 		// kofn with k above the length of a generation: it can never fire on it. Clip to the
@@ -232,5 +323,6 @@ func CalibrateGeneration(r Rule, clean [][]float64, targetFPR float64) (*Generat
 	if err != nil {
 		return nil, err
 	}
-	return &GenerationCalibration{Rule: r, Threshold: cal.Threshold, Calibration: cal, Tokens: tokens}, nil
+	g.Threshold, g.Calibration = cal.Threshold, cal
+	return g, nil
 }

@@ -115,7 +115,7 @@ func TestCalibrateGeneration(t *testing.T) {
 		}
 	}
 	for _, r := range []Rule{{Kind: RuleMax}, {Kind: RuleMean}, {Kind: RuleEMA, Alpha: 0.3}, {Kind: RuleKofN, K: 2, N: 4}} {
-		g, err := CalibrateGeneration(r, clean, 0.01)
+		g, err := CalibrateGeneration(r, clean, 0.01, false)
 		require.NoError(t, err)
 		fired := 0
 		for _, s := range clean {
@@ -131,10 +131,59 @@ func TestCalibrateGeneration(t *testing.T) {
 		assert.InDelta(t, FPRUpperBound(4, 400, 0.95), g.Calibration.FPRUpper95, 1e-12)
 		assert.InDelta(t, 0.0233, g.Calibration.FPRUpper95, 0.001)
 	}
-	_, err := CalibrateGeneration(Rule{Kind: RuleMax}, nil, 0.01)
+	_, err := CalibrateGeneration(Rule{Kind: RuleMax}, nil, 0.01, false)
 	require.ErrorContains(t, err, "no clean generations")
-	_, err = CalibrateGeneration(Rule{Kind: RuleMax}, [][]float64{{1}, {}}, 0.01)
+	_, err = CalibrateGeneration(Rule{Kind: RuleMax}, [][]float64{{1}, {}}, 0.01, false)
 	require.ErrorContains(t, err, "generation 1 has no tokens")
-	_, err = CalibrateGeneration(Rule{Kind: RuleKofN, K: 3, N: 3}, [][]float64{{1}, {2, 3}}, 0.01)
+	_, err = CalibrateGeneration(Rule{Kind: RuleKofN, K: 3, N: 3}, [][]float64{{1}, {2, 3}}, 0.01, false)
 	require.ErrorContains(t, err, "never applies")
+}
+
+// TestCalibrateGenerationPerPosition: scores that drift along a generation are standardised by
+// the clean moments at each position (hand-checked on a small set), positions reached by fewer
+// than MinPositionCount generations share pooled moments, and the calibrated monitor fires on
+// the target fraction of the clean generations.
+func TestCalibrateGenerationPerPosition(t *testing.T) {
+	rng := newTestRand(11)
+	clean := make([][]float64, 300)
+	for i := range clean {
+		n := 3
+		if i < 40 {
+			n = 6 // positions 3..5 are reached by 40 < MinPositionCount generations
+		}
+		clean[i] = make([]float64, n)
+		for j := range clean[i] {
+			clean[i][j] = 10*float64(j) + float64(j+1)*rng.NormFloat64()
+		}
+	}
+	g, err := CalibrateGeneration(Rule{Kind: RuleMax}, clean, 0.02, true)
+	require.NoError(t, err)
+	require.Len(t, g.Standardize, 4, "positions 0, 1, 2 and the pooled rest")
+	for pos := range 3 {
+		var xs []float64
+		for _, s := range clean {
+			xs = append(xs, s[pos])
+		}
+		m, sd := meanSD(xs)
+		assert.InDelta(t, m, g.Standardize[pos].Mean, 1e-9)
+		assert.InDelta(t, sd, g.Standardize[pos].SD, 1e-9)
+	}
+	var rest []float64
+	for _, s := range clean[:40] {
+		rest = append(rest, s[3:]...)
+	}
+	m, sd := meanSD(rest)
+	assert.InDelta(t, m, g.Standardize[3].Mean, 1e-9)
+	assert.InDelta(t, sd, g.Standardize[3].SD, 1e-9)
+	fired := 0
+	for _, s := range clean {
+		if g.FirstFire(s) >= 0 {
+			fired++
+		}
+	}
+	assert.Equal(t, 6, fired, "⌊0.02·300⌋ generations")
+	// Standardised, a score is judged against its position: 15 at position 0 is far out
+	// (clean mean 0, sd 1), at position 1 it is ordinary (mean 10, sd 2).
+	assert.Equal(t, 0, g.FirstFire([]float64{15, 10, 20}))
+	assert.Equal(t, -1, g.FirstFire([]float64{0, 15 - 5, 20}))
 }

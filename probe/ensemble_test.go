@@ -198,7 +198,7 @@ func TestVersion1FileLoads(t *testing.T) {
 func TestGenerationCalibrationInFile(t *testing.T) {
 	p := &Probe{Version: ProbeVersion, Method: MethodMeanDiff, Layer: 3, Point: PointResidual, Position: PositionLast,
 		Model: ProbeModel{Fingerprint: "sha256:aaa", NEmbd: 2}, Weights: []float64{1, -1}}
-	g, err := CalibrateGeneration(Rule{Kind: RuleKofN, K: 2, N: 3}, [][]float64{{0, 1, 2}, {3, 1, 0}, {0.5, 0.5}}, 0.4)
+	g, err := CalibrateGeneration(Rule{Kind: RuleKofN, K: 2, N: 3}, [][]float64{{0, 1, 2}, {3, 1, 0}, {0.5, 0.5}}, 0.4, false)
 	require.NoError(t, err)
 	p.Generation = g
 	path := filepath.Join(t.TempDir(), "g.json")

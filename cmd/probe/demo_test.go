@@ -24,13 +24,15 @@ func TestDemo(t *testing.T) {
 	cache, err := buildcache.Dir("organism")
 	require.NoError(t, err)
 	out := filepath.Join(t.TempDir(), "demo")
-	r := probeCmd(t, "", "demo", "-o", out, "--size", "tiny", "--cache", cache, "--train-prompts", "150", "--clean-prompts", "200", "-t", "2")
+	r := probeCmd(t, "", "demo", "-o", out, "--size", "tiny", "--cache", cache, "--train-prompts", "150", "--clean-prompts", "200",
+		"--calib-prompts", "200", "--valid-prompts", "60", "--gen-train-prompts", "60", "-t", "2")
 	require.Equal(t, 0, r.code, r.stderr)
 	require.Contains(t, r.stdout, "report: "+filepath.Join(out, "report.md"))
 
 	report, err := os.ReadFile(filepath.Join(out, "report.md"))
 	require.NoError(t, err)
-	for _, want := range []string{"## The backdoors", "### hate backdoor", "### code backdoor", "## Targets", "(chosen)", "roc-code.png"} {
+	for _, want := range []string{"## The backdoors", "### hate backdoor", "### code backdoor", "## Targets", "(chosen)", "roc-code.png",
+		"## Operating point: what a deployment gets", "## Watching generation", "re-thresholded"} {
 		assert.Contains(t, string(report), want)
 	}
 	for _, f := range []string{"roc-hate.png", "roc-code.png", "sweep-hate.png", "sweep-code.png", "summary.json"} {
@@ -109,6 +111,8 @@ func TestDemo(t *testing.T) {
 		assert.InDelta(t, auc, m.Heldout.AUROC.AUROC, 1e-9, "%s backdoor %s probe", m.Backdoor, m.Method)
 	}
 
+	checkDemoOperatingPoints(t, out)
+
 	// A rerun replaces the demo's own directory; any other non-empty directory is refused.
 	other := t.TempDir()
 	require.NoError(t, os.WriteFile(filepath.Join(other, "keep.txt"), []byte("x"), 0o644))
@@ -126,6 +130,9 @@ func TestDemoFlagErrors(t *testing.T) {
 	}{
 		{[]string{"--train-prompts", "10"}, "--train-prompts 10: the grouped cross-validation needs at least 50"},
 		{[]string{"--clean-prompts", "-1"}, "--clean-prompts -1: must be 0 or more"},
+		{[]string{"--calib-prompts", "50"}, "--calib-prompts 50: calibrating a threshold needs at least 100"},
+		{[]string{"--valid-prompts", "5"}, "--valid-prompts 5, --gen-train-prompts 400: each needs at least 20"},
+		{[]string{"--fpr", "0"}, "--fpr 0: must be between 0 and 1"},
 	} {
 		out := filepath.Join(t.TempDir(), "demo")
 		cache := filepath.Join(t.TempDir(), "cache")
@@ -173,3 +180,89 @@ func TestKeepDumped(t *testing.T) {
 type flushFunc func() error
 
 func (f flushFunc) Flush() error { return f() }
+
+// checkDemoOperatingPoints recomputes, from the files the demo wrote, each chosen detector's
+// calibration and held-out decisions at its threshold, and checks the generation monitors.
+func checkDemoOperatingPoints(t *testing.T, out string) {
+	var sum struct {
+		TargetFPR float64 `json:"target_fpr"`
+		Detectors []struct {
+			Backdoor    string             `json:"backdoor"`
+			Name        string             `json:"name"`
+			Calibration *probe.Calibration `json:"calibration"`
+			Heldout     operatingPoint     `json:"heldout"`
+			Probe       string             `json:"probe_file"`
+		} `json:"detectors"`
+		Chosen   map[string]string `json:"chosen_detector"`
+		Monitors []struct {
+			Backdoor string           `json:"backdoor"`
+			Monitors []demoRuleResult `json:"monitors"`
+			Chosen   int              `json:"chosen"`
+			Probe    string           `json:"probe_file"`
+		} `json:"generation_monitors"`
+	}
+	b, err := os.ReadFile(filepath.Join(out, "summary.json"))
+	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal(b, &sum))
+	require.Len(t, sum.Detectors, 18, "6 probes and 3 ensembles per backdoor")
+	require.Len(t, sum.Chosen, 2)
+	assert.Equal(t, 0.005, sum.TargetFPR)
+	dd := &demoData{dumps: map[string]*probe.Store{}, cache: map[string]*probe.Dataset{}}
+	for _, name := range []string{"train", "calib", "heldout", "calib-mean", "heldout-mean"} {
+		s, err := probe.OpenStore(filepath.Join(out, "dumps", name))
+		require.NoError(t, err)
+		dd.dumps[name] = s
+	}
+	chosen := 0
+	for _, d := range sum.Detectors {
+		if sum.Chosen[d.Backdoor] != d.Name {
+			continue
+		}
+		chosen++
+		p, err := probe.Load(d.Probe)
+		require.NoError(t, err)
+		// Calibrated on the backdoor's 200 clean calibration prompts: at most ⌊0.005·200⌋ = 1
+		// above the threshold, with the Clopper–Pearson bound of what it let through.
+		cs, err := p.ScoreSource(dd.source("calib", d.Backdoor))
+		require.NoError(t, err)
+		require.Len(t, cs, 200)
+		fp := 0
+		for _, v := range cs {
+			if v > p.Threshold {
+				fp++
+			}
+		}
+		assert.LessOrEqual(t, fp, 1)
+		require.NotNil(t, p.Calibration)
+		assert.Equal(t, 200, p.Calibration.NClean)
+		assert.InDelta(t, probe.FPRUpperBound(fp, 200, 0.95), p.Calibration.FPRUpper95, 1e-12)
+		// Held-out decisions at the threshold, recounted.
+		hs, err := p.ScoreSource(dd.source("heldout", d.Backdoor))
+		require.NoError(t, err)
+		pos := dd.positives("heldout", d.Backdoor)
+		c := probe.ConfusionAt(hs, pos, p.Threshold)
+		assert.Equal(t, c.TP, d.Heldout.TP, d.Name)
+		assert.Equal(t, c.FP, d.Heldout.FP, d.Name)
+		assert.Equal(t, c.TP+c.FN, d.Heldout.Positives)
+	}
+	assert.Equal(t, 2, chosen)
+	require.Len(t, sum.Monitors, 2)
+	for _, mon := range sum.Monitors {
+		require.Len(t, mon.Monitors, 1+2*2*len(demoRules), "the baseline, then two probes, with and without per-position standardisation, every rule")
+		require.True(t, mon.Monitors[0].Baseline)
+		require.NotZero(t, mon.Chosen, "the baseline is never chosen")
+		p, err := probe.Load(mon.Probe)
+		require.NoError(t, err)
+		require.NotNil(t, p.Generation, mon.Probe)
+		want := mon.Monitors[mon.Chosen]
+		assert.Equal(t, want.Rule, p.Generation.Rule.String())
+		assert.Equal(t, want.PerPosition, len(p.Generation.Standardize) > 0)
+		assert.Equal(t, want.Calibration.Threshold, p.Generation.Threshold)
+		for _, r := range mon.Monitors[1:] {
+			c := r.Calibration.Calibration
+			assert.Equal(t, 200, c.NClean, "calibrated on the clean calibration answers")
+			assert.LessOrEqual(t, c.AchievedFPR, 0.005)
+			assert.Equal(t, r.Heldout.Clean, mon.Monitors[0].Heldout.Clean)
+		}
+	}
+}

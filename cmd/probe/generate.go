@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 
 	"github.com/spf13/cobra"
 
@@ -19,7 +20,8 @@ type generatedToken struct {
 	Piece string   `json:"piece"`
 	Score *float64 `json:"score,omitempty"`
 	// Stat is the monitor's running statistic after this token (the score itself under the
-	// max rule), and Fired whether it exceeded the threshold.
+	// max rule; absent while a k-of-n window is short of k tokens), and Fired whether it
+	// exceeded the threshold.
 	Stat  *float64 `json:"stat,omitempty"`
 	Fired *bool    `json:"fired,omitempty"`
 }
@@ -30,8 +32,18 @@ type tokenMonitor struct {
 	Probe     *probe.Probe
 	Rule      probe.Rule
 	Threshold float64
-	// Calibrated says whether Threshold was calibrated for Rule on clean generations.
+	// Calibrated says whether Threshold was calibrated for Rule on clean generations; Gen is
+	// that calibration (with its per-position standardisation, if any).
 	Calibrated bool
+	Gen        *probe.GenerationCalibration
+}
+
+// start returns a tracker for one generation.
+func (m *tokenMonitor) start() *probe.Tracker {
+	if m.Gen != nil {
+		return m.Gen.Start()
+	}
+	return m.Rule.Start()
 }
 
 // newTokenMonitor picks the rule and threshold for watching generation with p: the rule given
@@ -52,7 +64,7 @@ func newTokenMonitor(p *probe.Probe, rule string) (*tokenMonitor, error) {
 		m.Rule = p.Generation.Rule
 	}
 	if g := p.Generation; g != nil && g.Rule == m.Rule {
-		m.Threshold, m.Calibrated = g.Threshold, true
+		m.Threshold, m.Calibrated, m.Gen = g.Threshold, true, g
 	}
 	return m, nil
 }
@@ -72,6 +84,7 @@ func (m *tokenMonitor) warning() string {
 // monitoredGeneration is the result of generateWithProbe.
 type monitoredGeneration struct {
 	ID           string           `json:"id,omitempty"`
+	Label        *bool            `json:"label,omitempty"` // the prompt's label, with -i
 	Prompt       string           `json:"prompt"`
 	Text         string           `json:"text"`
 	StopReason   string           `json:"stop_reason"`
@@ -101,7 +114,7 @@ func generateWithProbe(ctx context.Context, c *bindings.Context, mon *tokenMonit
 		opts.Layers = mon.Probe.Layers()
 		t := mon.Threshold
 		out.Threshold, out.Rule = &t, mon.Rule.String()
-		tracker = mon.Rule.Start()
+		tracker = mon.start()
 	}
 	gen, err := c.Generate(ctx, tokens, opts, func(s bindings.Step) bool {
 		tok := generatedToken{Token: s.Token, Piece: s.Piece}
@@ -113,7 +126,10 @@ func generateWithProbe(ctx context.Context, c *bindings.Context, mon *tokenMonit
 			}
 			stat := tracker.Push(score)
 			fired := stat > mon.Threshold
-			tok.Score, tok.Stat, tok.Fired = &score, &stat, &fired
+			tok.Score, tok.Fired = &score, &fired
+			if !math.IsInf(stat, 0) { // −∞ while a k-of-n window holds fewer than k scores
+				tok.Stat = &stat
+			}
 			if fired && out.FirstFired == nil {
 				i := s.Index
 				out.FirstFired = &i
@@ -228,6 +244,8 @@ prompt and prints one such object per line, with the prompt's "id": the file pro
 func runGenerate(cmd *cobra.Command, f *generateFlags) error {
 	stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
 	switch {
+	case f.input == "" && f.prompt == "" && cmd.Flags().Changed("prompt"):
+		return errors.New("--prompt is empty")
 	case f.input != "" && f.prompt != "":
 		return errors.New("give --prompt or -i, not both")
 	case f.input == "" && f.prompt == "":
@@ -294,7 +312,7 @@ func runGenerate(cmd *cobra.Command, f *generateFlags) error {
 			if err != nil {
 				return fmt.Errorf("prompt %q: %w", it.ID, err)
 			}
-			g.ID = it.ID
+			g.ID, g.Label = it.ID, it.Label
 			if err := printJSON(stdout, g); err != nil {
 				return err
 			}
