@@ -83,6 +83,16 @@ func (m *Model) TokenPiece(token int32) (string, error) {
 	return m.pieceLocked(token, true)
 }
 
+// TextPiece returns the text a generated token adds to the output, as Generate writes it:
+// control tokens render empty.
+func (m *Model) TextPiece(token int32) (string, error) {
+	if err := m.acquire(); err != nil {
+		return "", err
+	}
+	defer m.release()
+	return m.pieceLocked(token, false)
+}
+
 func (m *Model) pieceLocked(token int32, special bool) (string, error) {
 	if err := m.checkTokens([]int32{token}); err != nil {
 		return "", err

@@ -369,3 +369,16 @@ func appendF16(b []byte, x []float32) []byte {
 	}
 	return b
 }
+
+// WriteSafetensorsF32 writes float32 matrices as one safetensors file: each named tensor
+// F32 with the shape [rows, cols] of its Matrix, in the order of names, with the metadata.
+func WriteSafetensorsF32(w io.Writer, names []string, mats []*Matrix, meta map[string]string) error {
+	if len(names) != len(mats) {
+		return fmt.Errorf("safetensors: %d names for %d matrices", len(names), len(mats))
+	}
+	ts := make([]stWriteTensor, len(mats))
+	for i, m := range mats {
+		ts[i] = stWriteTensor{Name: names[i], DType: "F32", Shape: []int64{int64(m.Rows), int64(m.Cols)}, Data: appendF32(nil, m.Data)}
+	}
+	return writeSafetensors(w, ts, meta)
+}

@@ -211,3 +211,24 @@ print(json.dumps(out))
 		}
 	}
 }
+
+// TestWriteSafetensorsF32 writes two matrices and reads them back through the reader the
+// store uses.
+func TestWriteSafetensorsF32(t *testing.T) {
+	a := NewMatrix(2, 3, []float32{1, 2, 3, 4, 5, 6})
+	b := NewMatrix(1, 3, []float32{-1, 0.5, 7})
+	var buf bytes.Buffer
+	require.NoError(t, WriteSafetensorsF32(&buf, []string{"layer.1", "layer.4"}, []*Matrix{a, b}, map[string]string{"k": "v"}))
+	raw := buf.Bytes()
+	h, err := readSafetensorsHeader(bytes.NewReader(raw), int64(len(raw)))
+	require.NoError(t, err)
+	for name, m := range map[string]*Matrix{"layer.1": a, "layer.4": b} {
+		tn, ok := h.tensor(name)
+		require.True(t, ok, name)
+		dst := make([]float32, m.Rows*m.Cols)
+		_, err := tn.readRows(bytes.NewReader(raw), 0, dst, nil)
+		require.NoError(t, err)
+		require.Equal(t, m.Data, dst)
+	}
+	require.Error(t, WriteSafetensorsF32(&buf, []string{"x"}, nil, nil))
+}

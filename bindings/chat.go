@@ -1,0 +1,88 @@
+package bindings
+
+/*
+#include <stdlib.h>
+#include "llama.h"
+*/
+import "C"
+
+import (
+	"errors"
+	"fmt"
+	"unsafe"
+)
+
+// ChatMessage is one message of a chat: a role ("system", "user", "assistant") and its text.
+type ChatMessage struct {
+	Role    string
+	Content string
+}
+
+// ErrNoChatTemplate is returned by ApplyChatTemplate for a model without a chat template.
+var ErrNoChatTemplate = errors.New("the model has no chat template")
+
+// ChatTemplate returns the model's chat template from its GGUF metadata
+// (tokenizer.chat_template), or "" if it has none.
+func (m *Model) ChatTemplate() string {
+	if m.acquire() != nil {
+		return ""
+	}
+	defer m.release()
+	t := C.llama_model_chat_template(m.c, nil)
+	if t == nil {
+		return ""
+	}
+	return C.GoString(t)
+}
+
+// ApplyChatTemplate formats messages as a prompt with a chat template — tmpl, or the model's
+// own when tmpl is "" — ending with the start of an assistant turn. llama.cpp recognises the
+// common templates (llama 2 and 3, chatml, gemma, phi, mistral, …) by their text or name; a
+// template it does not know is an error, as is a model without one (ErrNoChatTemplate).
+func (m *Model) ApplyChatTemplate(tmpl string, msgs []ChatMessage) (string, error) {
+	if tmpl == "" {
+		if tmpl = m.ChatTemplate(); tmpl == "" {
+			return "", ErrNoChatTemplate
+		}
+	}
+	if len(msgs) == 0 {
+		return "", errors.New("chat template: no messages")
+	}
+	ctmpl := C.CString(tmpl)
+	defer C.free(unsafe.Pointer(ctmpl))
+	cmsgs := make([]C.struct_llama_chat_message, len(msgs))
+	var frees []unsafe.Pointer
+	defer func() {
+		for _, p := range frees {
+			C.free(p)
+		}
+	}()
+	total := 0
+	for i, msg := range msgs {
+		r, c := C.CString(msg.Role), C.CString(msg.Content)
+		frees = append(frees, unsafe.Pointer(r), unsafe.Pointer(c))
+		cmsgs[i] = C.struct_llama_chat_message{role: r, content: c}
+		total += len(msg.Role) + len(msg.Content)
+	}
+	// The C array lives in C memory: cgo forbids Go memory holding Go pointers to C, which
+	// this is not, but llama.cpp keeps no reference past the call either way.
+	arr := (*C.struct_llama_chat_message)(C.malloc(C.size_t(len(cmsgs)) * C.size_t(unsafe.Sizeof(cmsgs[0]))))
+	if arr == nil {
+		return "", errors.New("chat template: out of memory")
+	}
+	frees = append(frees, unsafe.Pointer(arr))
+	copy(unsafe.Slice(arr, len(cmsgs)), cmsgs)
+	size := 2*total + 256
+	for range 2 {
+		buf := make([]byte, size)
+		n := C.llama_chat_apply_template(ctmpl, arr, C.size_t(len(cmsgs)), C.bool(true), (*C.char)(unsafe.Pointer(&buf[0])), C.int32_t(len(buf)))
+		if n < 0 {
+			return "", fmt.Errorf("chat template not supported by llama.cpp (%.40q…)", tmpl)
+		}
+		if int(n) <= len(buf) {
+			return string(buf[:n]), nil
+		}
+		size = int(n)
+	}
+	return "", errors.New("chat template: the formatted prompt kept growing")
+}
