@@ -60,7 +60,7 @@ demo: build
 	./$(BIN) demo -o $(DEMO_DIR)
 
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime 3x ./bindings/ ./probe/
+	$(GO) test -run '^$$' -bench . -benchtime 3x ./bindings/ ./probe/ ./internal/serve/llama/
 
 # cuda builds the CUDA backend (libggml-cuda.so + libggml-base.so.0) into bin/lib, next to
 # bin/probe, from the module's ggml sources (needs CMake and nvcc; see scripts/build-cuda.sh).

@@ -3,8 +3,15 @@ package bindings
 /*
 #include <stdlib.h>
 #include "llama.h"
+#include "ggml-cpu.h"
 #include "capture.h"
 #include "free.h"
+
+// probe_threadpool makes a persistent CPU thread pool of n threads, or NULL.
+static struct ggml_threadpool * probe_threadpool(int n) {
+	struct ggml_threadpool_params tp = ggml_threadpool_params_default(n);
+	return ggml_threadpool_new(&tp);
+}
 
 static struct llama_context * probe_new_context(struct llama_model * m, struct llama_context_params p, probe_capture * cap) {
 	p.cb_eval = probe_capture_cb;
@@ -54,6 +61,10 @@ type Context struct {
 	cap   *C.probe_capture
 	batch C.struct_llama_batch
 	opts  ContextOptions
+	// pool is the CPU thread pool every graph computation of the context reuses: without
+	// one, ggml starts and joins its threads for every computation — twice per decode when a
+	// capture splits the graph.
+	pool *C.struct_ggml_threadpool
 }
 
 // NewContext makes a context for the model.
@@ -128,6 +139,9 @@ func NewContext(m *Model, opts ContextOptions) (*Context, error) {
 		return nil, fmt.Errorf("new context: %s", reason)
 	}
 	ctx.batch = C.llama_batch_init(C.int32_t(opts.NBatch), 0, 1)
+	if ctx.pool = C.probe_threadpool(C.int(opts.Threads)); ctx.pool != nil {
+		C.llama_attach_threadpool(ctx.c, ctx.pool, ctx.pool)
+	}
 	m.contexts.Add(1)
 	return ctx, nil
 }
@@ -147,6 +161,10 @@ func (c *Context) Close() error {
 	}
 	C.llama_batch_free(c.batch)
 	C.probe_llama_free(c.c)
+	if c.pool != nil {
+		C.ggml_threadpool_free(c.pool) // after the context, which computes on it
+		c.pool = nil
+	}
 	C.probe_capture_free(c.cap)
 	C.free(unsafe.Pointer(c.cap))
 	c.c, c.cap = nil, nil

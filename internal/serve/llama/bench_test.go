@@ -106,7 +106,7 @@ func BenchmarkScore(b *testing.B) {
 	p := benchProbe()
 	prompts := make([][]int32, 8)
 	for i := range prompts {
-		prompts[i] = make([]int32, 24)
+		prompts[i] = make([]int32, 12) // a short request
 		for j := range prompts[i] {
 			prompts[i][j] = int32(300 + 13*i + j)
 		}
@@ -136,4 +136,53 @@ func BenchmarkScore(b *testing.B) {
 		}
 		b.ReportMetric(float64(len(prompts))*float64(b.N)/b.Elapsed().Seconds(), "prompts/s")
 	})
+}
+
+// BenchmarkRatios measures the service targets as paired ratios, alternating the variants in
+// every iteration so that machine noise hits both: 8 streams against 1 (aggregate tokens/s),
+// 8 streams watched by a probe on every token against unwatched, and 8 score jobs at once
+// against one at a time.
+func BenchmarkRatios(b *testing.B) {
+	e, _ := benchEngine(b)
+	p := benchProbe()
+	prompts := make([][]int32, 8)
+	for i := range prompts {
+		prompts[i] = make([]int32, 12) // a short request
+		for j := range prompts[i] {
+			prompts[i][j] = int32(300 + 13*i + j)
+		}
+	}
+	score := func(pr []int32) {
+		_, err := e.Run(context.Background(), &serve.Job{Prompt: pr, Layers: []int{p.Layer}, OnPrompt: func(r serve.PromptRows) bool {
+			_, err := p.ScoreStep(r.Last)
+			return err == nil
+		}})
+		require.NoError(b, err)
+	}
+	timed := func(f func()) float64 {
+		start := time.Now()
+		f()
+		return time.Since(start).Seconds()
+	}
+	var one, eight, watched, seq, conc float64
+	for b.Loop() {
+		one += 1 / runStreams(b, e, 1, 64, nil)
+		eight += 1 / runStreams(b, e, 8, 64, nil)
+		watched += 1 / runStreams(b, e, 8, 64, p)
+		seq += timed(func() {
+			for _, pr := range prompts {
+				score(pr)
+			}
+		})
+		conc += timed(func() {
+			var wg sync.WaitGroup
+			for _, pr := range prompts {
+				wg.Go(func() { score(pr) })
+			}
+			wg.Wait()
+		})
+	}
+	b.ReportMetric(one/eight, "x-streams-8/1")
+	b.ReportMetric(eight/watched, "watched/unwatched")
+	b.ReportMetric(seq/conc, "x-score-8-concurrent")
 }
