@@ -203,4 +203,3 @@ func (s *Sampler) Close() {
 		s.s = nil
 	}
 }
-

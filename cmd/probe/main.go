@@ -93,6 +93,7 @@ before the model outputs anything, and trains its own backdoored model organism.
 		newSweepCmd(),
 		newScanCmd(),
 		newGenerateCmd(),
+		newServeCmd(),
 		newOrganismCmd(),
 		newDemoCmd(),
 	)

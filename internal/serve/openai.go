@@ -124,9 +124,12 @@ type streamOptions struct {
 	IncludeUsage bool `json:"include_usage"`
 }
 
-// genFields are the fields chat and text completions share.
-type genFields struct {
+// generateRequest is a POST /v1/chat/completions body (with messages) or a POST
+// /v1/completions one (with prompt); each route ignores the other's field.
+type generateRequest struct {
 	Model               string         `json:"model"`
+	Messages            []chatMessage  `json:"messages"`
+	Prompt              stringList     `json:"prompt"`
 	MaxTokens           *int           `json:"max_tokens"`
 	MaxCompletionTokens *int           `json:"max_completion_tokens"`
 	Temperature         *float64       `json:"temperature"`
@@ -137,18 +140,6 @@ type genFields struct {
 	Stream              bool           `json:"stream"`
 	StreamOptions       *streamOptions `json:"stream_options"`
 	Probe               *probeExt      `json:"probe"`
-}
-
-// chatRequest is a POST /v1/chat/completions body.
-type chatRequest struct {
-	genFields
-	Messages []chatMessage `json:"messages"`
-}
-
-// completionRequest is a POST /v1/completions body.
-type completionRequest struct {
-	genFields
-	Prompt stringList `json:"prompt"`
 }
 
 // usage counts a request's tokens.
@@ -185,26 +176,22 @@ type tokenScores struct {
 
 // probeReport is the top-level "probe" object of a non-streaming response.
 type probeReport struct {
-	Prompt []verdict      `json:"prompt"`
-	Tokens []tokenScores  `json:"tokens"`
-	Fired  []verdict      `json:"fired"`   // the first fire of each probe, in order
-	Result *verdictResult `json:"verdict"` // see verdictResult
+	Prompt []verdict     `json:"prompt"`
+	Tokens []tokenScores `json:"tokens"`
+	Fired  []verdict     `json:"fired"` // the first fire of each probe, in order
+	// Result is the verdict of the probe that stopped the generation, else the first fire,
+	// else null.
+	Result *verdict `json:"verdict"`
 }
-
-// verdictResult is the verdict of the probe that stopped the generation, else the first
-// fire, else null.
-type verdictResult = verdict
 
 // chunkProbe is the "probe" object of a streamed chunk: the prompt's verdicts on the first
 // chunk, a token's scores (and the fires at it) on the token's chunk, every fire on the last.
 type chunkProbe struct {
-	Prompt []verdict           `json:"prompt,omitempty"`
-	Index  *int                `json:"index,omitempty"`
-	Scores map[string]float64  `json:"scores,omitempty"`
-	Fired  []verdict           `json:"fired,omitempty"`
-	Result *verdictResult      `json:"verdict,omitempty"`
-	_      struct{}            `json:"-"`
-	extra  map[string]struct{} // unused; keeps the struct comparable-free
+	Prompt []verdict          `json:"prompt,omitempty"`
+	Index  *int               `json:"index,omitempty"`
+	Scores map[string]float64 `json:"scores,omitempty"`
+	Fired  []verdict          `json:"fired,omitempty"`
+	Result *verdict           `json:"verdict,omitempty"`
 }
 
 // chatCompletion is a non-streaming chat response.
@@ -233,21 +220,21 @@ type chatOutMsg struct {
 
 // chatChunk is a streamed chat chunk.
 type chatChunk struct {
-	ID      string        `json:"id"`
-	Object  string        `json:"object"`
-	Created int64         `json:"created"`
-	Model   string        `json:"model"`
-	Choices []chatDelta   `json:"choices"`
-	Usage   *usage        `json:"usage,omitempty"`
-	Probe   *chunkProbe   `json:"probe,omitempty"`
+	ID      string      `json:"id"`
+	Object  string      `json:"object"`
+	Created int64       `json:"created"`
+	Model   string      `json:"model"`
+	Choices []chatDelta `json:"choices"`
+	Usage   *usage      `json:"usage,omitempty"`
+	Probe   *chunkProbe `json:"probe,omitempty"`
 }
 
 type chatDelta struct {
-	Index        int       `json:"index"`
-	Delta        deltaMsg  `json:"delta"`
-	Logprobs     any       `json:"logprobs"`
-	FinishReason *string   `json:"finish_reason"`
-	ProbeVerdict *verdict  `json:"probe_verdict,omitempty"`
+	Index        int      `json:"index"`
+	Delta        deltaMsg `json:"delta"`
+	Logprobs     any      `json:"logprobs"`
+	FinishReason *string  `json:"finish_reason"`
+	ProbeVerdict *verdict `json:"probe_verdict,omitempty"`
 }
 
 type deltaMsg struct {

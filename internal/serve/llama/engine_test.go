@@ -82,7 +82,11 @@ func TestEngineConcurrentJobsMatchReference(t *testing.T) {
 			o := &outs[i]
 			job := &serve.Job{Prompt: p, Layers: []int{1, 3}, Mean: true, MaxTokens: 5,
 				OnPrompt: func(pr serve.PromptRows) bool { o.pr = pr; return true },
-				OnToken:  func(tk serve.Token) bool { o.resid = append(o.resid, tk.Residual[1]); o.pieces = append(o.pieces, tk.Piece); return true }}
+				OnToken: func(tk serve.Token) bool {
+					o.resid = append(o.resid, tk.Residual[1])
+					o.pieces = append(o.pieces, tk.Piece)
+					return true
+				}}
 			res, err := e.Run(context.Background(), job)
 			require.NoError(t, err)
 			o.res = res
