@@ -1,8 +1,14 @@
 package llama
 
 import (
+	"bufio"
 	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -185,4 +191,65 @@ func BenchmarkRatios(b *testing.B) {
 	b.ReportMetric(one/eight, "x-streams-8/1")
 	b.ReportMetric(eight/watched, "watched/unwatched")
 	b.ReportMetric(seq/conc, "x-score-8-concurrent")
+}
+
+// BenchmarkHTTP runs 8 concurrent streaming chat requests through the real server (loopback
+// HTTP, SSE) on the bench model, watched by a probe on every token, and reports aggregate
+// generated tokens/s with the p50 and p99 of the request latency and of the time to the first
+// token.
+func BenchmarkHTTP(b *testing.B) {
+	e, m := benchEngine(b)
+	p := benchProbe()
+	p.Model.Fingerprint = m.Info().Fingerprint
+	dir := b.TempDir()
+	require.NoError(b, p.Save(filepath.Join(dir, "watch.json")))
+	srv, err := serve.New(serve.Config{ProbesDir: dir, Watch: []string{"watch"}}, e, nil)
+	require.NoError(b, err)
+	srv.SetReady(true)
+	hs := httptest.NewServer(srv.Handler())
+	defer hs.Close()
+	var lat, ttft []float64
+	tokens := 0
+	var elapsed time.Duration
+	for b.Loop() {
+		start := time.Now()
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		for k := range 8 {
+			wg.Go(func() {
+				body := fmt.Sprintf(`{"messages": [{"role": "user", "content": "Tell me about item %d."}], "max_tokens": 64, "stream": true, "seed": %d}`, k, k)
+				t0 := time.Now()
+				resp, err := http.Post(hs.URL+"/v1/chat/completions", "application/json", strings.NewReader(body))
+				require.NoError(b, err)
+				defer resp.Body.Close()
+				sc := bufio.NewScanner(resp.Body)
+				var first time.Duration
+				n := 0
+				for sc.Scan() {
+					line := sc.Text()
+					if strings.Contains(line, `"content":"`) && !strings.Contains(line, `"content":""`) {
+						if n == 0 {
+							first = time.Since(t0)
+						}
+						n++
+					}
+				}
+				mu.Lock()
+				lat = append(lat, time.Since(t0).Seconds())
+				ttft = append(ttft, first.Seconds())
+				tokens += n
+				mu.Unlock()
+			})
+		}
+		wg.Wait()
+		elapsed += time.Since(start)
+	}
+	slices.Sort(lat)
+	slices.Sort(ttft)
+	q := func(xs []float64, p float64) float64 { return xs[min(len(xs)-1, int(p*float64(len(xs))))] }
+	b.ReportMetric(float64(tokens)/elapsed.Seconds(), "tok/s")
+	b.ReportMetric(q(lat, 0.5)*1000, "p50-ms")
+	b.ReportMetric(q(lat, 0.99)*1000, "p99-ms")
+	b.ReportMetric(q(ttft, 0.5)*1000, "ttft-p50-ms")
+	b.ReportMetric(q(ttft, 0.99)*1000, "ttft-p99-ms")
 }
