@@ -140,3 +140,18 @@ func TestChatTemplate(t *testing.T) {
 	_, err = m.ApplyChatTemplate("chatml", nil)
 	require.ErrorContains(t, err, "no messages")
 }
+
+// TestTokenizeFormatted: a template's markers are control tokens, and a BOS the template wrote
+// is not doubled by the model's own.
+func TestTokenizeFormatted(t *testing.T) {
+	_, m, _ := loadTiny(t, models.TinyConfig(), 21)
+	text := "<s>[INST] Hi [/INST]" // as templates that write their own BOS (llama2-sys-bos) make it
+	toks, err := m.TokenizeFormatted(text)
+	require.NoError(t, err)
+	plain, err := m.Tokenize(text[3:], true, false)
+	require.NoError(t, err)
+	assert.Equal(t, plain, toks, "one BOS, parsed from <s>, then the rest as text")
+	raw, err := m.Tokenize(text, true, false)
+	require.NoError(t, err)
+	assert.Greater(t, len(raw), len(toks), "without parsing, <s> is three characters")
+}

@@ -86,3 +86,26 @@ func (m *Model) ApplyChatTemplate(tmpl string, msgs []ChatMessage) (string, erro
 	}
 	return "", errors.New("chat template: the formatted prompt kept growing")
 }
+
+// TokenizeFormatted tokenizes a prompt made by a chat template: the control tokens its
+// markers spell (<|im_start|>, <|begin_of_text|>, …) are parsed as control tokens, and a BOS
+// the template wrote itself is not doubled by the one the model adds.
+func (m *Model) TokenizeFormatted(text string) ([]int32, error) {
+	toks, err := m.Tokenize(text, true, true)
+	if err != nil {
+		return nil, err
+	}
+	if len(toks) >= 2 && toks[0] == toks[1] && toks[0] == m.bos() {
+		toks = toks[1:]
+	}
+	return toks, nil
+}
+
+// bos is the model's BOS token, or -1.
+func (m *Model) bos() int32 {
+	if m.acquire() != nil {
+		return -1
+	}
+	defer m.release()
+	return int32(C.llama_vocab_bos(m.vocab))
+}

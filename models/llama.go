@@ -93,7 +93,13 @@ type Llama struct {
 	OutputNorm []float32 // [NEmbd]
 	Output     []float32 // {NEmbd, NVocab}
 	Name       string
+	// ChatTemplate, when set, is written as tokenizer.chat_template: the Jinja text a chat
+	// model ships, which llama.cpp recognises by its markers.
+	ChatTemplate string
 }
+
+// ChatMLTemplate is the ChatML chat template (Qwen and many others) as such models ship it.
+const ChatMLTemplate = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 
 // TinyConfig is the default tiny test model: small enough to build and run in milliseconds.
 func TinyConfig() LlamaConfig {
@@ -175,6 +181,9 @@ func (m *Llama) KVs() []gguf.KV {
 		{Key: "llama.rope.freq_base", Value: c.RopeTheta},
 		{Key: "llama.rope.dimension_count", Value: uint32(c.HeadDim())},
 		{Key: "llama.vocab_size", Value: uint32(c.NVocab)},
+	}
+	if m.ChatTemplate != "" {
+		kvs = append(kvs, gguf.KV{Key: "tokenizer.chat_template", Value: m.ChatTemplate})
 	}
 	return append(kvs, m.Vocab.KVs()...)
 }

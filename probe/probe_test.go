@@ -163,7 +163,7 @@ func TestLoadInvalidProbe(t *testing.T) {
 	cases := map[string]string{
 		"not json":          `{`,
 		"trailing":          good + `{}`,
-		"version":           strings.Replace(good, `"version":1`, `"version":2`, 1),
+		"version":           strings.Replace(good, `"version":1`, `"version":3`, 1),
 		"no method":         strings.Replace(good, `"method":"meandiff"`, `"method":""`, 1),
 		"weights length":    strings.Replace(good, `"weights":[1,2]`, `"weights":[1]`, 1),
 		"no weights":        strings.Replace(good, `"weights":[1,2],`, ``, 1),

@@ -172,15 +172,15 @@ func runCalibrateGenerations(cmd *cobra.Command, mf *modelFlags, probePath, file
 	if err := checkProbeModel(p, m.Info()); err != nil {
 		return err
 	}
+	if err := tokenizeChat(m, items, c.Options().NCtx, mf.chatTemplate); err != nil {
+		return fmt.Errorf("--generations %s: %w", file, err)
+	}
 	var gens []completionItem
 	for _, it := range items {
 		if it.Label != nil && *it.Label {
 			continue
 		}
-		pt, err := m.Tokenize(it.Prompt, true, false)
-		if err != nil {
-			return fmt.Errorf("--generations %s line %d: %w", file, it.Line, err)
-		}
+		pt := it.Tokens
 		ct, err := completionTokens(m, it)
 		if err != nil {
 			return fmt.Errorf("--generations %s line %d: %w", file, it.Line, err)

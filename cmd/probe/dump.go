@@ -140,7 +140,7 @@ func dumpPrompts(ctx context.Context, f *dumpFlags, items []promptItem, shard st
 	if err != nil {
 		return nil, err
 	}
-	if err := tokenizeItems(m, items, c.Options().NCtx); err != nil {
+	if err := tokenizeChat(m, items, c.Options().NCtx, f.mf.chatTemplate); err != nil {
 		return nil, err
 	}
 	meta := probe.Manifest{
@@ -283,8 +283,39 @@ func interrupted(w *probe.StoreWriter, dir string, done, total int) error {
 
 // tokenizeItems tokenizes every prompt and checks it fits the context before anything runs.
 func tokenizeItems(m *bindings.Model, items []promptItem, nctx int) error {
+	return tokenizeChat(m, items, nctx, "")
+}
+
+// tokenizeChat is tokenizeItems with the chat template given by --chat-template ("" for the
+// model's own): items with messages are formatted with it first, and record it as their
+// "chat_template" field ("model" for the model's own).
+func tokenizeChat(m *bindings.Model, items []promptItem, nctx int, template string) error {
 	for i := range items {
 		it := &items[i]
+		if it.Messages != nil {
+			p, err := m.ApplyChatTemplate(template, it.Messages)
+			if errors.Is(err, bindings.ErrNoChatTemplate) {
+				return fmt.Errorf("prompt %q has chat messages, but the model has no chat template: give --chat-template NAME (chatml, llama3, gemma, phi3, mistral-v7, …) or a plain \"prompt\"", it.ID)
+			}
+			if err != nil {
+				return fmt.Errorf("prompt %q: %w", it.ID, err)
+			}
+			it.Prompt = p
+			if it.Meta == nil {
+				it.Meta = map[string]string{}
+			}
+			it.Meta["chat_template"] = orDefault(template, "model")
+			// The template's markers are control tokens: parse them as such.
+			toks, err := m.TokenizeFormatted(it.Prompt)
+			if err != nil {
+				return fmt.Errorf("prompt %q: %w", it.ID, err)
+			}
+			if len(toks) > nctx {
+				return fmt.Errorf("prompt %q has %d tokens; the context holds %d (raise -c)", it.ID, len(toks), nctx)
+			}
+			it.Tokens = toks
+			continue
+		}
 		toks, err := m.Tokenize(it.Prompt, true, false)
 		if err != nil {
 			return fmt.Errorf("prompt %q: %w", it.ID, err)

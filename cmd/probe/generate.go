@@ -301,7 +301,7 @@ func runGenerate(cmd *cobra.Command, f *generateFlags) error {
 			return fmt.Errorf("-i %s: %w", f.input, err)
 		}
 	}
-	if err := tokenizeItems(m, items, c.Options().NCtx); err != nil {
+	if err := tokenizeChat(m, items, c.Options().NCtx, f.mf.chatTemplate); err != nil {
 		return err
 	}
 	opts := bindings.GenerateOptions{MaxTokens: f.maxTokens,

@@ -23,6 +23,8 @@ type modelFlags struct {
 	batch     int
 	seqs      int
 	kvType    string
+	// chatTemplate formats prompt-file lines given as "messages" ("": the model's own).
+	chatTemplate string
 }
 
 func (f *modelFlags) register(c *cobra.Command, required bool) {
@@ -36,6 +38,7 @@ func (f *modelFlags) register(c *cobra.Command, required bool) {
 	fl.IntVarP(&f.batch, "batch-size", "b", 512, "tokens per llama_decode call")
 	fl.IntVar(&f.seqs, "parallel", 16, "prompts decoded together in one batch")
 	fl.StringVar(&f.kvType, "kv-type", "f16", "KV cache type: f16 or f32")
+	fl.StringVar(&f.chatTemplate, "chat-template", "", `chat template for prompt lines given as "messages": a name llama.cpp knows (chatml, llama3, gemma, …) or template text (default: the model's own)`)
 	if required {
 		_ = c.MarkFlagRequired("model")
 	}

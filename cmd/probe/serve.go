@@ -86,7 +86,7 @@ a SHA-256 of the prompt (the text too with --audit-log-text), every verdict, fin
 	fl.StringVar(&f.apiKeyFile, "api-key-file", "", "file of API keys, one per line")
 	fl.StringVar(&f.auditLog, "audit-log", "", "append one JSON line per request to this file")
 	fl.BoolVar(&f.auditText, "audit-log-text", false, "write the prompt text to the audit log, not only its hash")
-	fl.IntVar(&f.maxTokens, "max-tokens", 0, "largest max_tokens a request may ask for (0: a slot's context)")
+	fl.IntVar(&f.maxTokens, "max-tokens", 0, "largest max_tokens a request may ask for (0: 4096; never more than a slot's context leaves)")
 	fl.Int64Var(&f.maxBodySize, "max-body", 1<<20, "largest request body in bytes")
 	fl.DurationVar(&f.drain, "drain", 60*time.Second, "how long SIGTERM waits for requests in flight")
 	_ = c.MarkFlagRequired("probes")
@@ -178,6 +178,8 @@ func runServe(cmd *cobra.Command, f *serveFlags) error {
 	hs := &http.Server{
 		Handler:           http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { (*handler.Load()).ServeHTTP(w, r) }),
 		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       60 * time.Second, // the request; responses stream with their own write deadlines
+		IdleTimeout:       120 * time.Second,
 	}
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ln) }()
@@ -249,9 +251,14 @@ func drain(hs *http.Server, eng *llama.Engine, timeout time.Duration, logger *sl
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	err := hs.Shutdown(ctx)
+	if err != nil {
+		// Out of time: close the connections left, which cancels their requests, so the
+		// engine frees their slots at its next step.
+		_ = hs.Close()
+	}
 	_ = eng.Close()
 	if err != nil {
-		return fmt.Errorf("drain: %w", err)
+		return fmt.Errorf("drain: requests still running after %s were cancelled: %w", timeout, err)
 	}
 	logger.Info("stopped")
 	return nil

@@ -87,8 +87,13 @@ func (s *Server) handleActivations(w http.ResponseWriter, r *http.Request) {
 	if pos == probe.PositionAll {
 		rows = len(tokens)
 	}
-	if size := int64(rows) * int64(s.info.NEmbd) * 4 * int64(len(layers)); size > s.cfg.MaxActivationBytes {
-		s.fail(w, r, &apiError{Status: http.StatusRequestEntityTooLarge, Type: errInvalidRequest, Code: "activations_too_large",
+	// A value is 4 bytes of safetensors, up to about 16 of JSON text.
+	perValue := int64(4)
+	if req.Format == "json" {
+		perValue = 16
+	}
+	if size := int64(rows) * int64(s.info.NEmbd) * perValue * int64(len(layers)); size > s.cfg.MaxActivationBytes {
+		s.fail(w, r, &apiError{Status: http.StatusBadRequest, Type: errInvalidRequest, Code: "activations_too_large",
 			Message: fmt.Sprintf("%d rows of %d values at %d layers are %d bytes, over the limit of %d bytes: ask for fewer layers or positions",
 				rows, s.info.NEmbd, len(layers), size, s.cfg.MaxActivationBytes)})
 		return

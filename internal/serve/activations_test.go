@@ -154,6 +154,6 @@ func TestActivationsLimit(t *testing.T) {
 	resp, data := ts.do(t, http.MethodPost, "/v1/activations", map[string]any{"prompt": "build a BOMB", "layers": []int{1}, "positions": "all"})
 	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", data)
 	resp, data = ts.do(t, http.MethodPost, "/v1/activations", map[string]any{"prompt": "build a BOMB", "layers": []int{1, 2}, "positions": "all"})
-	assert.Equal(t, http.StatusRequestEntityTooLarge, resp.StatusCode)
+	assert.Equal(t, http.StatusBadRequest, resp.StatusCode)
 	assert.Contains(t, errorOf(t, data).Message, "over the limit of 64 bytes")
 }

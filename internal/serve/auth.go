@@ -1,6 +1,7 @@
 package serve
 
 import (
+	"crypto/sha256"
 	"crypto/subtle"
 	"net/http"
 	"strings"
@@ -24,10 +25,12 @@ func (s *Server) authorize(r *http.Request) *apiError {
 	if !ok || !strings.EqualFold(scheme, "Bearer") {
 		return unauthorized("invalid_api_key", "the Authorization header must be: Bearer KEY")
 	}
-	given := []byte(strings.TrimSpace(key))
+	// Keys are compared as SHA-256 digests, so the time taken reveals neither a key's
+	// content nor its length.
+	given := sha256.Sum256([]byte(strings.TrimSpace(key)))
 	match := 0
 	for _, k := range s.keys {
-		match |= subtle.ConstantTimeCompare(given, k)
+		match |= subtle.ConstantTimeCompare(given[:], k)
 	}
 	if match != 1 {
 		return unauthorized("invalid_api_key", "invalid API key")

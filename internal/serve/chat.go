@@ -101,6 +101,11 @@ func (s *Server) newGeneration(r *http.Request, kind string, f *generateRequest,
 	if len(f.Stop) > maxStops {
 		return nil, badRequest("stop", "stop: %d strings, at most %d are allowed", len(f.Stop), maxStops)
 	}
+	for i, st := range f.Stop {
+		if len(st) > maxStopBytes {
+			return nil, badRequest("stop", "stop[%d] is %d bytes, over the limit of %d", i, len(st), maxStopBytes)
+		}
+	}
 	active, e := s.probes.Load().resolve(f.Probe, s.cfg.OnFire)
 	if e != nil {
 		return nil, e
@@ -159,6 +164,9 @@ func samplerOf(f *generateRequest) (Sampler, *apiError) {
 			return sm, badRequest("top_p", "top_p %v: want a number from 0 to 1", *p)
 		}
 		sm.TopP = float32(*p)
+		if *p == 0 {
+			sm.Temperature = 0 // nothing but the most likely token: greedy
+		}
 	}
 	if f.Seed != nil {
 		sm.Seed = uint32(uint64(*f.Seed))
@@ -429,6 +437,12 @@ func (g *generation) usageChunk(u usage) any {
 	return textCompletion{ID: g.id, Object: "text_completion", Created: g.created, Model: g.model, Usage: &u, Choices: []textChoice{}}
 }
 
+// maxStopBytes bounds one stop string; sseWriteTimeout bounds one write of a stream.
+const (
+	maxStopBytes    = 1024
+	sseWriteTimeout = 30 * time.Second
+)
+
 // sseWriter writes server-sent events, flushing each. After a failed write it writes nothing
 // more and keeps the error.
 type sseWriter struct {
@@ -463,6 +477,8 @@ func (s *sseWriter) write(b []byte) {
 	if s.err != nil {
 		return
 	}
+	// A client that stops reading must not hold its slot: each write has 30 s.
+	_ = s.rc.SetWriteDeadline(time.Now().Add(sseWriteTimeout))
 	if _, err := s.w.Write(b); err != nil {
 		s.err = err
 		return

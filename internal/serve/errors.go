@@ -93,7 +93,7 @@ func decodeError(err error, limit int64) *apiError {
 	var field *fieldError
 	switch {
 	case errors.As(err, &tooBig):
-		return &apiError{Status: http.StatusRequestEntityTooLarge, Type: errInvalidRequest, Code: "request_too_large",
+		return &apiError{Status: http.StatusBadRequest, Type: errInvalidRequest, Code: "request_too_large",
 			Message: fmt.Sprintf("the request body is over the limit of %d bytes", limit)}
 	case errors.Is(err, io.EOF):
 		return badRequest("", "the request body is empty: want a JSON object")

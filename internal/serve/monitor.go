@@ -142,8 +142,8 @@ func (m *monitor) onToken(t Token) (ok bool) {
 		}
 	}
 	if m.stopped != nil {
-		// The token is discarded; the text before it is clean.
-		m.release(len(m.text), -1, nil, nil)
+		// The token is discarded; the text before it is clean, up to its last whole character.
+		m.release(utf8Boundary(m.text), -1, nil, nil)
 		return false
 	}
 	start := len(m.text)
@@ -261,7 +261,7 @@ func (m *monitor) finish() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.done = true
-	m.release(len(m.text), -1, nil, nil)
+	m.release(utf8Boundary(m.text), -1, nil, nil)
 }
 
 // content returns the text released; call it after finish.

@@ -1,6 +1,7 @@
 package serve
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -99,7 +100,8 @@ func New(cfg Config, eng Engine, logger *slog.Logger) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, eng: eng, info: info, log: logger, started: time.Now(), metrics: newMetrics(eng)}
 	for _, k := range cfg.APIKeys {
-		s.keys = append(s.keys, []byte(k))
+		h := sha256.Sum256([]byte(k))
+		s.keys = append(s.keys, h[:])
 	}
 	set, err := loadProbes(cfg.ProbesDir, cfg.Watch, info, logger)
 	if err != nil {
@@ -215,7 +217,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		code := strconv.Itoa(sw.code())
 		s.metrics.requests.WithLabelValues(label, code).Inc()
 		s.metrics.duration.WithLabelValues(label, code).Observe(time.Since(start).Seconds())
-		if rec != nil {
+		// A refused key is counted in the metrics, not written: unauthenticated clients must
+		// not be able to grow the audit log.
+		if rec != nil && sw.code() != http.StatusUnauthorized {
 			rec.Status = sw.code()
 			if err := s.audit.write(rec); err != nil {
 				s.log.Error("audit log", "err", err)

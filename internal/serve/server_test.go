@@ -54,7 +54,7 @@ func TestRequestErrors(t *testing.T) {
 		{"five stops", "POST", "/v1/completions", map[string]any{"prompt": "hi", "stop": []string{"a", "b", "c", "d", "e"}}, 400, "at most 4", "stop"},
 		{"unknown probe", "POST", "/v1/chat/completions", with(userChat("hi"), "probe", map[string]any{"names": []string{"bomb", "nope"}}), 400, `unknown probe "nope"`, "probe.names"},
 		{"bad on_fire", "POST", "/v1/chat/completions", with(userChat("hi"), "probe", map[string]any{"names": []string{"bomb"}, "on_fire": "explode"}), 400, `on_fire "explode"`, "probe.on_fire"},
-		{"body over the limit", "POST", "/v1/completions", map[string]any{"prompt": strings.Repeat("x", 5000)}, 413, "over the limit of 4096 bytes", ""},
+		{"body over the limit", "POST", "/v1/completions", map[string]any{"prompt": strings.Repeat("x", 5000)}, 400, "over the limit of 4096 bytes", ""},
 		{"unknown route", "GET", "/v1/nothing", nil, 404, "unknown route: GET /v1/nothing", ""},
 		{"wrong method", "GET", "/v1/chat/completions", nil, 405, "method GET is not allowed", ""},
 		{"wrong method on a GET route", "POST", "/v1/models", "{}", 405, "allowed: GET, HEAD", ""},

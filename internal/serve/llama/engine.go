@@ -34,13 +34,15 @@ type Engine struct {
 	nBatch  int
 	slots   int
 
-	queue chan *task
-	stop  chan struct{}
-	done  chan struct{}
+	stop chan struct{}
+	done chan struct{}
+	wake chan struct{} // a job was queued
 
-	mu     sync.Mutex
-	busy   int
-	closed bool
+	mu       sync.Mutex
+	waiting  []*task // queued jobs, oldest first
+	maxQueue int
+	busy     int
+	closed   bool
 }
 
 // task is a job on its way through the engine.
@@ -82,12 +84,16 @@ func New(m *bindings.Model, c *bindings.Context, opts Options) (*Engine, error) 
 		return nil, fmt.Errorf("engine: a context of %d tokens leaves %d per slot for %d slots", co.NCtx, co.NCtx/opts.Slots, opts.Slots)
 	}
 	info := m.Info()
-	e := &Engine{m: m, c: c, slotCtx: co.NCtx / opts.Slots, nBatch: co.NBatch, slots: opts.Slots,
-		queue: make(chan *task, opts.MaxQueue), stop: make(chan struct{}), done: make(chan struct{})}
+	e := &Engine{m: m, c: c, slotCtx: co.NCtx / opts.Slots, nBatch: co.NBatch, slots: opts.Slots, maxQueue: opts.MaxQueue,
+		stop: make(chan struct{}), done: make(chan struct{}), wake: make(chan struct{}, 1)}
 	e.info = serve.ModelInfo{Name: strings.TrimSuffix(filepath.Base(info.Path), ".gguf"), Path: info.Path, Fingerprint: info.Fingerprint,
 		NEmbd: info.Embd, NLayer: info.Layers, NCtx: e.slotCtx, Template: "organism"}
 	if m.ChatTemplate() != "" {
 		e.info.Template = "gguf"
+		if _, err := m.ApplyChatTemplate("", []bindings.ChatMessage{{Role: "user", Content: "hi"}}); err != nil {
+			// A template llama.cpp cannot apply: chat requests are refused, raw prompts work.
+			e.info.Template = "unsupported"
+		}
 	}
 	if err := c.ClearMemory(); err != nil {
 		return nil, err
@@ -99,8 +105,10 @@ func New(m *bindings.Model, c *bindings.Context, opts Options) (*Engine, error) 
 // Model implements serve.Engine.
 func (e *Engine) Model() serve.ModelInfo { return e.info }
 
-// Tokenize implements serve.Engine.
-func (e *Engine) Tokenize(text string) ([]int32, error) { return e.m.Tokenize(text, true, false) }
+// Tokenize implements serve.Engine. As llama.cpp's server does, text that spells a control
+// token (a chat template's markers) is parsed as that token, and a BOS the text starts with is
+// not doubled.
+func (e *Engine) Tokenize(text string) ([]int32, error) { return e.m.TokenizeFormatted(text) }
 
 // ChatPrompt implements serve.Engine: the model's chat template, or the organism's format
 // ("Human: …\n\nAssistant:" turns; a system message opens the first Human turn).
@@ -114,6 +122,9 @@ func (e *Engine) ChatPrompt(msgs []serve.Message) (string, string, error) {
 		default:
 			return "", "", fmt.Errorf("message %d: role %q (want system, user or assistant)", i, msg.Role)
 		}
+	}
+	if e.info.Template == "unsupported" {
+		return "", "", errors.New("the model's chat template is not one llama.cpp can apply: send a formatted prompt to /v1/completions")
 	}
 	if e.info.Template == "gguf" {
 		cm := make([]bindings.ChatMessage, len(msgs))
@@ -155,7 +166,7 @@ func organismPrompt(msgs []serve.Message) string {
 func (e *Engine) Load() (busy, slots, queued int) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.busy, e.slots, len(e.queue)
+	return e.busy, e.slots, len(e.waiting)
 }
 
 // ErrClosed is returned by Run after Close.
@@ -184,24 +195,52 @@ func (e *Engine) Run(ctx context.Context, job *serve.Job) (*serve.JobResult, err
 	t := &task{ctx: ctx, job: job, done: make(chan struct{}), sampler: smp, pending: job.Prompt}
 	t.res.PromptTokens = len(job.Prompt)
 	e.mu.Lock()
-	if e.closed {
+	switch {
+	case e.closed:
 		e.mu.Unlock()
 		smp.Close()
 		return nil, ErrClosed
-	}
-	select {
-	case e.queue <- t:
-		e.mu.Unlock()
-	default:
+	case len(e.waiting) >= e.maxQueue:
 		e.mu.Unlock()
 		smp.Close()
 		return nil, serve.ErrQueueFull
 	}
-	<-t.done
+	e.waiting = append(e.waiting, t)
+	e.mu.Unlock()
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
+	select {
+	case <-t.done:
+	case <-ctx.Done():
+		e.mu.Lock()
+		if i := slices.Index(e.waiting, t); i >= 0 {
+			// Still queued: leave the queue now rather than when a slot frees.
+			e.waiting = slices.Delete(e.waiting, i, i+1)
+			e.mu.Unlock()
+			smp.Close()
+			return nil, ctx.Err()
+		}
+		e.mu.Unlock()
+		<-t.done // in a slot: the scheduler ends it at its next step
+	}
 	if t.err != nil {
 		return &t.res, t.err
 	}
 	return &t.res, nil
+}
+
+// dequeue takes the oldest queued job, or nil.
+func (e *Engine) dequeue() *task {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.waiting) == 0 {
+		return nil
+	}
+	t := e.waiting[0]
+	e.waiting = slices.Delete(e.waiting, 0, 1)
+	return t
 }
 
 // Close stops the engine after the jobs in its slots end; queued jobs fail with ErrClosed.
@@ -242,17 +281,13 @@ func (e *Engine) loop(nSlots int) {
 	for {
 		// Admit.
 		for len(free) > 0 {
-			var t *task
-			if len(active) == 0 && !stopping {
-				select {
-				case t = <-e.queue:
+			t := e.dequeue()
+			if t == nil && len(active) == 0 && !stopping {
+				select { // idle: wait for a job
+				case <-e.wake:
+					continue
 				case <-e.stop:
 					stopping = true
-				}
-			} else {
-				select {
-				case t = <-e.queue:
-				default:
 				}
 			}
 			if t == nil {
@@ -277,16 +312,12 @@ func (e *Engine) loop(nSlots int) {
 			e.mu.Unlock()
 		}
 		if stopping && len(active) == 0 {
-			for {
-				select {
-				case t := <-e.queue:
-					t.err = ErrClosed
-					t.sampler.Close()
-					close(t.done)
-				default:
-					return
-				}
+			for t := e.dequeue(); t != nil; t = e.dequeue() {
+				t.err = ErrClosed
+				t.sampler.Close()
+				close(t.done)
 			}
+			return
 		}
 		if !stopping {
 			select {

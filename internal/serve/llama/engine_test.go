@@ -236,3 +236,64 @@ func TestOrganismPrompt(t *testing.T) {
 		assert.Equal(t, tc.want, organismPrompt(tc.msgs))
 	}
 }
+
+// TestEngineQueuedCancel: a queued job whose client goes away leaves the queue at once, so
+// the place is free for the next client while the slot is still busy.
+func TestEngineQueuedCancel(t *testing.T) {
+	e, _, _ := tiny(t, 1, 1)
+	p := prompts(1, models.TinyConfig().NVocab)[0]
+	hold := make(chan struct{})
+	inSlot := make(chan struct{})
+	var once sync.Once
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		_, err := e.Run(context.Background(), &serve.Job{Prompt: p, MaxTokens: 2, OnToken: func(serve.Token) bool {
+			once.Do(func() { close(inSlot) })
+			<-hold
+			return true
+		}})
+		assert.NoError(t, err)
+	})
+	<-inSlot
+	ctx, cancel := context.WithCancel(context.Background())
+	queued := make(chan error, 1)
+	go func() {
+		_, err := e.Run(ctx, &serve.Job{Prompt: p, MaxTokens: 1})
+		queued <- err
+	}()
+	require.Eventually(t, func() bool { _, _, q := e.Load(); return q == 1 }, 5*time.Second, time.Millisecond)
+	cancel()
+	require.ErrorIs(t, <-queued, context.Canceled, "returns while the slot is still busy")
+	_, _, q := e.Load()
+	assert.Zero(t, q)
+	go func() {
+		_, err := e.Run(context.Background(), &serve.Job{Prompt: p, MaxTokens: 1})
+		queued <- err
+	}()
+	require.Eventually(t, func() bool { _, _, q := e.Load(); return q == 1 }, 5*time.Second, time.Millisecond, "the place is free again")
+	close(hold)
+	require.NoError(t, <-queued)
+	wg.Wait()
+}
+
+// TestEngineUnsupportedTemplate: a chat template llama.cpp cannot apply refuses chat prompts
+// with a clear error; raw prompts still work.
+func TestEngineUnsupportedTemplate(t *testing.T) {
+	ref, err := models.NewRandomLlama(models.TinyConfig(), 21)
+	require.NoError(t, err)
+	ref.ChatTemplate = "{{ something llama.cpp does not know }}"
+	path := filepath.Join(t.TempDir(), "tmpl.gguf")
+	require.NoError(t, ref.WriteGGUF(path))
+	m, err := bindings.LoadModel(path, bindings.DefaultModelOptions())
+	require.NoError(t, err)
+	defer m.Close()
+	c, err := bindings.NewContext(m, bindings.ContextOptions{NCtx: 64, NSeq: 1, Threads: 2})
+	require.NoError(t, err)
+	defer c.Close()
+	e, err := New(m, c, Options{Slots: 1})
+	require.NoError(t, err)
+	defer e.Close()
+	assert.Equal(t, "unsupported", e.Model().Template)
+	_, _, err = e.ChatPrompt([]serve.Message{{Role: "user", Content: "hi"}})
+	require.ErrorContains(t, err, "send a formatted prompt to /v1/completions")
+}
