@@ -283,6 +283,9 @@ type Info struct {
 	SizeBytes   uint64 `json:"size_bytes"`
 	FileType    string `json:"file_type"`
 	Fingerprint string `json:"fingerprint"`
+	// Family identifies the model across quantisations (the same for a file and its
+	// quantisations, see modelFamily).
+	Family string `json:"family"`
 	// Points are the capture points the architecture names in its graph.
 	Points []Point `json:"points"`
 	// GPULayers is how many of the model's Layers+1 layers (the blocks and the output layer,
@@ -335,6 +338,10 @@ func LoadModel(path string, opts ModelOptions) (*Model, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load model: %w", err)
 	}
+	family, err := modelFamily(g)
+	if err != nil {
+		return nil, fmt.Errorf("load model: %w", err)
+	}
 	m := &Model{}
 	if err := m.checkVocab(g); err != nil {
 		return nil, fmt.Errorf("load model %q: %w", path, err)
@@ -377,6 +384,7 @@ func LoadModel(path string, opts ModelOptions) (*Model, error) {
 	m.oneSeq = bool(C.llama_model_is_recurrent(m.c)) || bool(C.llama_model_is_hybrid(m.c))
 	m.nVocab = int32(C.llama_vocab_n_tokens(m.vocab))
 	m.info = m.readInfo(g, path, fp)
+	m.info.Family = family
 	m.info.Warning = warning
 	// llama.cpp offloads the last n_gpu_layers blocks and, once all are, the output layer:
 	// n_layer + 1 in all.

@@ -77,6 +77,8 @@ type DatasetInfo struct {
 	Point       string   // capture point, PointResidual
 	Position    Position // PositionLast, PositionMean or PositionAll
 	Fingerprint string   // model fingerprint
+	Family      string   // model family across quantisations ("" if the store has none)
+	FileType    string   // the model file's type (F32, Q8_0, …)
 	NEmbd       int      // model n_embd (= X.Cols)
 }
 
@@ -223,7 +225,8 @@ func LoadDataset(s *Store, layer int, position Position) (*Dataset, error) {
 		return nil, fmt.Errorf("load dataset: store %s holds positions=%s; position %q needs a positions=all dump", s.Dir, m.Positions, position)
 	}
 	d := m.NEmbd
-	info := DatasetInfo{Layer: layer, Point: m.Point, Position: position, Fingerprint: m.Model.Fingerprint, NEmbd: d}
+	info := DatasetInfo{Layer: layer, Point: m.Point, Position: position, Fingerprint: m.Model.Fingerprint,
+		Family: m.Model.Family, FileType: m.Model.FileType, NEmbd: d}
 	var (
 		x   *Matrix
 		err error

@@ -32,12 +32,16 @@ const (
 
 // ModelInfo identifies the model whose activations a store holds.
 type ModelInfo struct {
-	Path        string            `json:"path,omitempty"`
-	Fingerprint string            `json:"fingerprint"`
-	Arch        string            `json:"arch,omitempty"`
-	NEmbd       int               `json:"n_embd"`
-	NLayer      int               `json:"n_layer"`
-	Meta        map[string]string `json:"meta,omitempty"`
+	Path        string `json:"path,omitempty"`
+	Fingerprint string `json:"fingerprint"`
+	// Family and FileType identify the model across quantisations and its file type (F32,
+	// Q8_0, …); stores written before them leave them empty.
+	Family   string            `json:"family,omitempty"`
+	FileType string            `json:"file_type,omitempty"`
+	Arch     string            `json:"arch,omitempty"`
+	NEmbd    int               `json:"n_embd"`
+	NLayer   int               `json:"n_layer"`
+	Meta     map[string]string `json:"meta,omitempty"`
 }
 
 // ShardInfo describes one shard file of a store.

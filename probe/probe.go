@@ -56,6 +56,39 @@ type Probe struct {
 type ProbeModel struct {
 	Fingerprint string `json:"fingerprint"`
 	NEmbd       int    `json:"n_embd"`
+	// Family identifies the model across quantisations, FileType its file's type: a probe
+	// applies with a warning to another quantisation of its model (MatchModel). Probe files
+	// written before them leave them empty and match only their exact model.
+	Family   string `json:"family,omitempty"`
+	FileType string `json:"file_type,omitempty"`
+}
+
+// ModelID identifies a model file for MatchModel.
+type ModelID struct {
+	Fingerprint string
+	Family      string
+	FileType    string
+	NEmbd       int
+}
+
+// MatchModel checks that the probe applies to a model: its own (same fingerprint), or another
+// quantisation of it (same family), which is allowed with a warning naming both file types —
+// quantisation shifts activations, so its calibration may not hold there. Anything else is an
+// error wrapping ErrModelMismatch, as from CheckModel.
+func (p *Probe) MatchModel(m ModelID) (warning string, err error) {
+	err = p.CheckModel(m.Fingerprint, m.NEmbd)
+	if err == nil || m.NEmbd != p.Model.NEmbd || p.Model.Family == "" || m.Family != p.Model.Family {
+		return "", err
+	}
+	return fmt.Sprintf("the probe was trained on %s (%s); this model is another quantisation of it, %s (%s): quantisation shifts activations, so recalibrate the probe on this model's clean traffic (probe calibrate)",
+		orUnknown(p.Model.FileType), p.Model.Fingerprint, orUnknown(m.FileType), m.Fingerprint), nil
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "an unknown file type"
+	}
+	return s
 }
 
 // Normalization is the feature standardisation z_j = (x_j − Mean_j) / Scale_j
@@ -272,7 +305,7 @@ func (p *Probe) CheckDataset(d *Dataset) error {
 	if d.Info.Fingerprint == "" {
 		return nil
 	}
-	if err := p.CheckModel(d.Info.Fingerprint, d.X.Cols); err != nil {
+	if _, err := p.MatchModel(ModelID{Fingerprint: d.Info.Fingerprint, Family: d.Info.Family, FileType: d.Info.FileType, NEmbd: d.X.Cols}); err != nil {
 		return err
 	}
 	if d.Info.Layer != p.Layer {
@@ -357,7 +390,7 @@ func newProbe(method string, d *Dataset) *Probe {
 		Layer:    d.Info.Layer,
 		Point:    d.Info.Point,
 		Position: d.Info.Position,
-		Model:    ProbeModel{Fingerprint: d.Info.Fingerprint, NEmbd: d.X.Cols},
+		Model:    ProbeModel{Fingerprint: d.Info.Fingerprint, NEmbd: d.X.Cols, Family: d.Info.Family, FileType: d.Info.FileType},
 		Training: TrainingSummary{Rows: d.Len(), Positives: pos, Negatives: neg, Groups: len(groups)},
 	}
 }

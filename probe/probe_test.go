@@ -221,3 +221,25 @@ func FuzzParseProbe(f *testing.F) {
 		_ = p.Score(x)
 	})
 }
+
+// TestMatchModel: a probe applies to its own model, to another quantisation of it with a
+// warning naming both file types, and to nothing else; a probe without a family (written
+// before families) applies only to its exact model.
+func TestMatchModel(t *testing.T) {
+	p := &Probe{Version: ProbeVersion, Method: MethodMeanDiff, Layer: 1, Point: PointResidual, Position: PositionLast,
+		Model: ProbeModel{Fingerprint: "sha256:f32", NEmbd: 4, Family: "sha256:fam", FileType: "F32"}, Weights: make([]float64, 4)}
+	w, err := p.MatchModel(ModelID{Fingerprint: "sha256:f32", Family: "sha256:fam", FileType: "F32", NEmbd: 4})
+	require.NoError(t, err)
+	assert.Empty(t, w)
+	w, err = p.MatchModel(ModelID{Fingerprint: "sha256:q8", Family: "sha256:fam", FileType: "Q8_0", NEmbd: 4})
+	require.NoError(t, err)
+	assert.Contains(t, w, "trained on F32 (sha256:f32)")
+	assert.Contains(t, w, "another quantisation of it, Q8_0 (sha256:q8)")
+	_, err = p.MatchModel(ModelID{Fingerprint: "sha256:x", Family: "sha256:other", FileType: "F32", NEmbd: 4})
+	require.ErrorIs(t, err, ErrModelMismatch)
+	_, err = p.MatchModel(ModelID{Fingerprint: "sha256:q8", Family: "sha256:fam", NEmbd: 8})
+	require.ErrorIs(t, err, ErrModelMismatch)
+	p.Model.Family = ""
+	_, err = p.MatchModel(ModelID{Fingerprint: "sha256:q8", Family: "", NEmbd: 4})
+	require.ErrorIs(t, err, ErrModelMismatch, "no family: exact model only")
+}

@@ -169,7 +169,7 @@ func runCalibrateGenerations(cmd *cobra.Command, mf *modelFlags, probePath, file
 	}
 	defer m.Close()
 	defer c.Close()
-	if err := checkProbeModel(p, m.Info()); err != nil {
+	if err := checkProbeModel(cmd.ErrOrStderr(), p, m.Info()); err != nil {
 		return err
 	}
 	if err := tokenizeChat(m, items, c.Options().NCtx, mf.chatTemplate); err != nil {

@@ -144,7 +144,8 @@ func dumpPrompts(ctx context.Context, f *dumpFlags, items []promptItem, shard st
 		return nil, err
 	}
 	meta := probe.Manifest{
-		Model:  probe.ModelInfo{Path: info.Path, Fingerprint: info.Fingerprint, Arch: info.Arch, NEmbd: info.Embd, NLayer: info.Layers},
+		Model: probe.ModelInfo{Path: info.Path, Fingerprint: info.Fingerprint, Family: info.Family, FileType: info.FileType,
+			Arch: info.Arch, NEmbd: info.Embd, NLayer: info.Layers},
 		Layers: layers, Point: probe.PointResidual, Positions: positions, DType: f.dtype, NEmbd: info.Embd,
 		Meta: map[string]string{"tool": "probe " + version, "kv_type": f.mf.kvType, "shard": shard, "prompt_set": promptSetHash(items)},
 	}

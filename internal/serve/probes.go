@@ -27,6 +27,8 @@ const (
 type loadedProbe struct {
 	name string
 	p    *probe.Probe
+	// warning says the probe was trained on another quantisation of the model, or "".
+	warning string
 	// stepErr is why the probe cannot score generated tokens (it reads the prompt mean); nil
 	// when it can.
 	stepErr error
@@ -87,6 +89,9 @@ func loadProbes(dir string, watch []string, info ModelInfo, log *slog.Logger) (*
 				set.refused = append(set.refused, refusedProbe{Name: name, Reason: err.Error()})
 				continue
 			}
+			if lp.warning != "" {
+				log.Warn("probe loaded for another quantisation", "probe", name, "warning", lp.warning)
+			}
 			set.byName[name] = lp
 			set.names = append(set.names, name)
 		}
@@ -110,7 +115,8 @@ func loadProbe(path, name string, info ModelInfo) (*loadedProbe, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := p.CheckModel(info.Fingerprint, info.NEmbd); err != nil {
+	warning, err := p.MatchModel(probe.ModelID{Fingerprint: info.Fingerprint, Family: info.Family, FileType: info.FileType, NEmbd: info.NEmbd})
+	if err != nil {
 		return nil, err
 	}
 	for _, l := range p.Layers() {
@@ -127,7 +133,7 @@ func loadProbe(path, name string, info ModelInfo) (*loadedProbe, error) {
 			return nil, fmt.Errorf("the probe reads capture point %q; the server captures only %q", pt, probe.PointResidual)
 		}
 	}
-	lp := &loadedProbe{name: name, p: p, stepErr: p.CheckStep(), rule: probe.RuleMax, threshold: p.Threshold}
+	lp := &loadedProbe{name: name, p: p, warning: warning, stepErr: p.CheckStep(), rule: probe.RuleMax, threshold: p.Threshold}
 	if g := p.Generation; g != nil {
 		lp.rule, lp.threshold = g.Rule.String(), g.Threshold
 	}
@@ -268,6 +274,7 @@ type probeInfo struct {
 	Tokens     bool              `json:"scores_tokens"` // false: it scores only the prompt
 	Watched    bool              `json:"watched"`
 	Meta       map[string]string `json:"meta,omitempty"`
+	Warning    string            `json:"warning,omitempty"`
 }
 
 type generationInfo struct {
@@ -289,7 +296,7 @@ func (s *probeSet) describe() probesResponse {
 		pi := probeInfo{
 			Name: n, Method: lp.p.Method, Layer: lp.p.Layer, Layers: lp.p.Layers(), Position: lp.p.Position,
 			Features: lp.p.Features(), Threshold: lp.p.Threshold, Tokens: lp.stepErr == nil,
-			Watched: slices.Contains(s.watch, n), Meta: lp.p.Meta,
+			Watched: slices.Contains(s.watch, n), Meta: lp.p.Meta, Warning: lp.warning,
 		}
 		if g := lp.p.Generation; g != nil {
 			pi.Generation = &generationInfo{Rule: g.Rule.String(), Threshold: g.Threshold}

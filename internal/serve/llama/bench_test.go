@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -105,11 +106,9 @@ func BenchmarkStreams(b *testing.B) {
 	}
 }
 
-// BenchmarkScore compares 8 short prompt-only jobs (what /v1/score runs) at once against the
-// same 8 one at a time.
-func BenchmarkScore(b *testing.B) {
-	e, _ := benchEngine(b)
-	p := benchProbe()
+// scoreJobs returns 8 short prompts and a function that scores one with the probe as
+// /v1/score does (a prompt-only job).
+func scoreJobs(b *testing.B, e *Engine, p *probe.Probe) ([][]int32, func([]int32)) {
 	prompts := make([][]int32, 8)
 	for i := range prompts {
 		prompts[i] = make([]int32, 12) // a short request
@@ -117,13 +116,21 @@ func BenchmarkScore(b *testing.B) {
 			prompts[i][j] = int32(300 + 13*i + j)
 		}
 	}
-	score := func(pr []int32) {
+	return prompts, func(pr []int32) {
 		_, err := e.Run(context.Background(), &serve.Job{Prompt: pr, Layers: []int{p.Layer}, OnPrompt: func(r serve.PromptRows) bool {
 			_, err := p.ScoreStep(r.Last)
 			return err == nil
 		}})
 		require.NoError(b, err)
 	}
+}
+
+// BenchmarkScore compares 8 short prompt-only jobs (what /v1/score runs) at once against the
+// same 8 one at a time.
+func BenchmarkScore(b *testing.B) {
+	e, _ := benchEngine(b)
+	p := benchProbe()
+	prompts, score := scoreJobs(b, e, p)
 	b.Run("sequential", func(b *testing.B) {
 		for b.Loop() {
 			for _, pr := range prompts {
@@ -151,20 +158,7 @@ func BenchmarkScore(b *testing.B) {
 func BenchmarkRatios(b *testing.B) {
 	e, _ := benchEngine(b)
 	p := benchProbe()
-	prompts := make([][]int32, 8)
-	for i := range prompts {
-		prompts[i] = make([]int32, 12) // a short request
-		for j := range prompts[i] {
-			prompts[i][j] = int32(300 + 13*i + j)
-		}
-	}
-	score := func(pr []int32) {
-		_, err := e.Run(context.Background(), &serve.Job{Prompt: pr, Layers: []int{p.Layer}, OnPrompt: func(r serve.PromptRows) bool {
-			_, err := p.ScoreStep(r.Last)
-			return err == nil
-		}})
-		require.NoError(b, err)
-	}
+	prompts, score := scoreJobs(b, e, p)
 	timed := func(f func()) float64 {
 		start := time.Now()
 		f()
@@ -252,4 +246,58 @@ func BenchmarkHTTP(b *testing.B) {
 	b.ReportMetric(q(lat, 0.99)*1000, "p99-ms")
 	b.ReportMetric(q(ttft, 0.5)*1000, "ttft-p50-ms")
 	b.ReportMetric(q(ttft, 0.99)*1000, "ttft-p99-ms")
+}
+
+// BenchmarkHTTPScore sends 8 short POST /v1/score requests through the real server, all at
+// once and one at a time in turn, and reports the throughput ratio and the p50/p99 latency of
+// a request in each mode.
+func BenchmarkHTTPScore(b *testing.B) {
+	e, m := benchEngine(b)
+	p := benchProbe()
+	p.Model.Fingerprint = m.Info().Fingerprint
+	dir := b.TempDir()
+	require.NoError(b, p.Save(filepath.Join(dir, "watch.json")))
+	srv, err := serve.New(serve.Config{ProbesDir: dir}, e, nil)
+	require.NoError(b, err)
+	srv.SetReady(true)
+	hs := httptest.NewServer(srv.Handler())
+	defer hs.Close()
+	one := func(k int) float64 {
+		t0 := time.Now()
+		resp, err := http.Post(hs.URL+"/v1/score", "application/json", strings.NewReader(fmt.Sprintf(`{"prompt": "Is request number %d safe to run?"}`, k)))
+		require.NoError(b, err)
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		require.Equal(b, http.StatusOK, resp.StatusCode)
+		return time.Since(t0).Seconds()
+	}
+	var seqT, concT float64
+	var seqLat, concLat []float64
+	var mu sync.Mutex
+	for b.Loop() {
+		start := time.Now()
+		for k := range 8 {
+			seqLat = append(seqLat, one(k))
+		}
+		seqT += time.Since(start).Seconds()
+		start = time.Now()
+		var wg sync.WaitGroup
+		for k := range 8 {
+			wg.Go(func() {
+				l := one(k)
+				mu.Lock()
+				concLat = append(concLat, l)
+				mu.Unlock()
+			})
+		}
+		wg.Wait()
+		concT += time.Since(start).Seconds()
+	}
+	slices.Sort(seqLat)
+	slices.Sort(concLat)
+	q := func(xs []float64, p float64) float64 { return xs[min(len(xs)-1, int(p*float64(len(xs))))] * 1000 }
+	b.ReportMetric(seqT/concT, "x-concurrent")
+	b.ReportMetric(q(seqLat, 0.5), "seq-p50-ms")
+	b.ReportMetric(q(concLat, 0.5), "conc-p50-ms")
+	b.ReportMetric(q(concLat, 0.99), "conc-p99-ms")
 }

@@ -86,7 +86,7 @@ func New(m *bindings.Model, c *bindings.Context, opts Options) (*Engine, error) 
 	info := m.Info()
 	e := &Engine{m: m, c: c, slotCtx: co.NCtx / opts.Slots, nBatch: co.NBatch, slots: opts.Slots, maxQueue: opts.MaxQueue,
 		stop: make(chan struct{}), done: make(chan struct{}), wake: make(chan struct{}, 1)}
-	e.info = serve.ModelInfo{Name: strings.TrimSuffix(filepath.Base(info.Path), ".gguf"), Path: info.Path, Fingerprint: info.Fingerprint,
+	e.info = serve.ModelInfo{Name: strings.TrimSuffix(filepath.Base(info.Path), ".gguf"), Path: info.Path, Fingerprint: info.Fingerprint, Family: info.Family, FileType: info.FileType,
 		NEmbd: info.Embd, NLayer: info.Layers, NCtx: e.slotCtx, Template: "organism"}
 	if m.ChatTemplate() != "" {
 		e.info.Template = "gguf"

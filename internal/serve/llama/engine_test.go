@@ -196,14 +196,13 @@ func TestEngineCallbacksAndLimits(t *testing.T) {
 	assert.Len(t, res.Tokens, 3)
 }
 
-// TestEngineQueueFull fills both slots and the queue of one, then asks once more.
-func TestEngineQueueFull(t *testing.T) {
-	e, _, _ := tiny(t, 1, 1)
-	p := prompts(1, models.TinyConfig().NVocab)[0]
+// occupySlot starts a job that holds the scheduler (so its slot stays busy) until hold is
+// closed, and returns once it is in its slot.
+func occupySlot(t *testing.T, e *Engine, p []int32) (chan struct{}, *sync.WaitGroup) {
 	hold := make(chan struct{})
 	inSlot := make(chan struct{})
 	var once sync.Once
-	var wg sync.WaitGroup
+	wg := new(sync.WaitGroup)
 	wg.Go(func() {
 		_, err := e.Run(context.Background(), &serve.Job{Prompt: p, MaxTokens: 2, OnToken: func(serve.Token) bool {
 			once.Do(func() { close(inSlot) })
@@ -213,6 +212,14 @@ func TestEngineQueueFull(t *testing.T) {
 		assert.NoError(t, err)
 	})
 	<-inSlot
+	return hold, wg
+}
+
+// TestEngineQueueFull fills both slots and the queue of one, then asks once more.
+func TestEngineQueueFull(t *testing.T) {
+	e, _, _ := tiny(t, 1, 1)
+	p := prompts(1, models.TinyConfig().NVocab)[0]
+	hold, wg := occupySlot(t, e, p)
 	wg.Go(func() {
 		_, err := e.Run(context.Background(), &serve.Job{Prompt: p, MaxTokens: 1})
 		assert.NoError(t, err)
@@ -242,19 +249,7 @@ func TestOrganismPrompt(t *testing.T) {
 func TestEngineQueuedCancel(t *testing.T) {
 	e, _, _ := tiny(t, 1, 1)
 	p := prompts(1, models.TinyConfig().NVocab)[0]
-	hold := make(chan struct{})
-	inSlot := make(chan struct{})
-	var once sync.Once
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		_, err := e.Run(context.Background(), &serve.Job{Prompt: p, MaxTokens: 2, OnToken: func(serve.Token) bool {
-			once.Do(func() { close(inSlot) })
-			<-hold
-			return true
-		}})
-		assert.NoError(t, err)
-	})
-	<-inSlot
+	hold, wg := occupySlot(t, e, p)
 	ctx, cancel := context.WithCancel(context.Background())
 	queued := make(chan error, 1)
 	go func() {
