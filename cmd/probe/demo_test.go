@@ -25,14 +25,14 @@ func TestDemo(t *testing.T) {
 	require.NoError(t, err)
 	out := filepath.Join(t.TempDir(), "demo")
 	r := probeCmd(t, "", "demo", "-o", out, "--size", "tiny", "--cache", cache, "--train-prompts", "150", "--clean-prompts", "200",
-		"--calib-prompts", "200", "--valid-prompts", "60", "--gen-train-prompts", "60", "-t", "2")
+		"--calib-prompts", "200", "--valid-prompts", "60", "--gen-train-prompts", "60", "--quant-types", "Q8_0", "-t", "2")
 	require.Equal(t, 0, r.code, r.stderr)
 	require.Contains(t, r.stdout, "report: "+filepath.Join(out, "report.md"))
 
 	report, err := os.ReadFile(filepath.Join(out, "report.md"))
 	require.NoError(t, err)
 	for _, want := range []string{"## The backdoors", "### hate backdoor", "### code backdoor", "## Targets", "(chosen)", "roc-code.png",
-		"## Operating point: what a deployment gets", "## Watching generation", "re-thresholded"} {
+		"## Operating point: what a deployment gets", "## Watching generation", "re-thresholded", "## Do probes survive quantisation?"} {
 		assert.Contains(t, string(report), want)
 	}
 	for _, f := range []string{"roc-hate.png", "roc-code.png", "sweep-hate.png", "sweep-code.png", "summary.json"} {
@@ -112,6 +112,7 @@ func TestDemo(t *testing.T) {
 	}
 
 	checkDemoOperatingPoints(t, out)
+	checkDemoQuantisation(t, out)
 
 	// A rerun replaces the demo's own directory; any other non-empty directory is refused.
 	other := t.TempDir()
@@ -133,6 +134,7 @@ func TestDemoFlagErrors(t *testing.T) {
 		{[]string{"--calib-prompts", "50"}, "--calib-prompts 50: calibrating a threshold needs at least 100"},
 		{[]string{"--valid-prompts", "5"}, "--valid-prompts 5, --gen-train-prompts 400: each needs at least 20"},
 		{[]string{"--fpr", "0"}, "--fpr 0: must be between 0 and 1"},
+		{[]string{"--quant-types", "Q3_X"}, "--quant-types Q3_X: want some of"},
 	} {
 		out := filepath.Join(t.TempDir(), "demo")
 		cache := filepath.Join(t.TempDir(), "cache")
@@ -263,6 +265,34 @@ func checkDemoOperatingPoints(t *testing.T, out string) {
 			assert.Equal(t, 200, c.NClean, "calibrated on the clean calibration answers")
 			assert.LessOrEqual(t, c.AchievedFPR, 0.005)
 			assert.Equal(t, r.Heldout.Clean, mon.Monitors[0].Heldout.Clean)
+		}
+	}
+}
+
+// checkDemoQuantisation: each chosen probe was measured on the Q8_0 organism, whose dump
+// records the organism's family and its own file type; the probe's scores there correlate with
+// the F32 ones as Q8_0's small rounding error allows, and the correlation is recomputed here.
+func checkDemoQuantisation(t *testing.T, out string) {
+	var sum struct {
+		Quantised []demoQuantResult `json:"quantised"`
+	}
+	b, err := os.ReadFile(filepath.Join(out, "summary.json"))
+	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal(b, &sum))
+	require.Len(t, sum.Quantised, 2)
+	q8, err := probe.OpenStore(filepath.Join(out, "quantised", "Q8_0-heldout"))
+	require.NoError(t, err)
+	f32, err := probe.OpenStore(filepath.Join(out, "dumps", "heldout"))
+	require.NoError(t, err)
+	assert.Equal(t, "Q8_0", q8.Manifest.Model.FileType)
+	assert.Equal(t, f32.Manifest.Model.Family, q8.Manifest.Model.Family)
+	assert.NotEqual(t, f32.Manifest.Model.Fingerprint, q8.Manifest.Model.Fingerprint)
+	for _, q := range sum.Quantised {
+		assert.Equal(t, "Q8_0", q.Type)
+		assert.Greater(t, q.Correlation, 0.95, q.Backdoor)
+		for _, op := range []*operatingPoint{q.Transferred, q.Recalibrated, q.Retrained} {
+			require.NotNil(t, op)
+			assert.True(t, op.AUROC >= 0 && op.AUROC <= 1)
 		}
 	}
 }

@@ -19,7 +19,8 @@ func newInfoCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "info [MODEL]",
 		Short: "Describe a GGUF model (architecture, sizes, file type, fingerprint) or the compute devices",
-		Long: `info describes a GGUF model: architecture, sizes, file type, fingerprint and capture points.
+		Long: `info describes a GGUF model: architecture, sizes, file type, fingerprint, family (shared with
+its quantisations) and capture points.
 With --devices it lists the compute devices ggml can use (the CPU, and GPUs when a GPU backend
 library such as libggml-cuda.so was found in lib/ next to the binary or in PROBE_BACKEND_DIR),
 and each backend library found with whether it loaded. With -ngl N the model is loaded with N
@@ -113,7 +114,7 @@ func printModelInfo(out io.Writer, info bindings.Info) error {
 		{"kv heads", fmt.Sprint(info.KVHeads)}, {"n_ctx_train", fmt.Sprint(info.CtxTrain)},
 		{"vocab size", fmt.Sprint(info.VocabSize)}, {"parameters", fmt.Sprint(info.Params)},
 		{"size", fmt.Sprintf("%d bytes", info.SizeBytes)}, {"file type", info.FileType},
-		{"fingerprint", info.Fingerprint}, {"capture points", fmt.Sprint(info.Points)},
+		{"fingerprint", info.Fingerprint}, {"family", info.Family + " (the same for its quantisations)"}, {"capture points", fmt.Sprint(info.Points)},
 		{"gpu layers", fmt.Sprintf("%d of %d", info.GPULayers, info.Layers+1)},
 	}
 	for _, r := range rows {
