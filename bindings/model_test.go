@@ -26,8 +26,9 @@ func TestInfo(t *testing.T) {
 		Path: path, Arch: "llama", Name: "probe-tiny", Description: info.Description,
 		Layers: 3, Embd: 128, Heads: 8, KVHeads: 2, CtxTrain: 256, VocabSize: 600,
 		Params: uint64(params), SizeBytes: uint64(4 * params), FileType: "F32",
-		Fingerprint: info.Fingerprint, Points: []Point{Residual, AttnOut, MLPOut},
+		Fingerprint: info.Fingerprint, Family: info.Family, Points: []Point{Residual, AttnOut, MLPOut},
 	}, info)
+	assert.Regexp(t, `^sha256:[0-9a-f]{32}$`, info.Family, "the family's value is tested in TestModelFamily")
 	assert.Contains(t, info.Description, "llama")
 	assert.Regexp(t, `^sha256:[0-9a-f]{32}$`, info.Fingerprint)
 }

@@ -76,7 +76,7 @@ func TestServeCommand(t *testing.T) {
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "owls.json"), data, 0o644))
 	other, err := probe.Load(pp)
 	require.NoError(t, err)
-	other.Model.Fingerprint = "sha256:another-model"
+	other.Model.Fingerprint, other.Model.Family = "sha256:another-model", "sha256:another-family"
 	require.NoError(t, other.Save(filepath.Join(dir, "foreign.json")))
 
 	url, cmd, lines := startServe(t, "-m", tinyModel(t, 1), "--probes", dir, "--slots", "2", "--watch", "owls", "--on-fire", "flag")
