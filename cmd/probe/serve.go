@@ -161,6 +161,11 @@ func runServe(cmd *cobra.Command, f *serveFlags) error {
 		return err
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, nil))
+	// Signals are caught from here on: a SIGHUP while the model loads must not kill the
+	// process (its default action), and a SIGTERM then is handled once the server is up.
+	sig := make(chan os.Signal, 4)
+	signal.Notify(sig, syscall.SIGHUP, syscall.SIGTERM, os.Interrupt)
+	defer signal.Stop(sig)
 
 	// Listen first: /health answers 503 while the model loads.
 	ln, err := net.Listen("tcp", net.JoinHostPort(f.host, strconv.Itoa(f.port)))
@@ -216,9 +221,6 @@ func runServe(cmd *cobra.Command, f *serveFlags) error {
 	fmt.Fprintf(stderr, "probe serve: ready: model %s (%d layers, n_embd %d, %d slots of %d tokens, chat template %s), http://%s\n",
 		info.Name, info.NLayer, info.NEmbd, f.slots, info.NCtx, info.Template, ln.Addr())
 
-	sig := make(chan os.Signal, 4)
-	signal.Notify(sig, syscall.SIGHUP, syscall.SIGTERM, os.Interrupt)
-	defer signal.Stop(sig)
 	ctx := cmd.Context()
 	for {
 		select {
