@@ -48,7 +48,6 @@ func (c *Context) DecodeBatch(ctx context.Context, toks []BatchToken, layers []i
 	if len(toks) == 0 || len(toks) > c.opts.NBatch {
 		return nil, fmt.Errorf("decode batch: %d tokens (want 1 to the batch size %d)", len(toks), c.opts.NBatch)
 	}
-	nv := int32(c.m.nVocab)
 	for i, t := range toks {
 		if t.Seq < 0 || t.Seq >= c.opts.NSeq {
 			return nil, fmt.Errorf("decode batch: token %d: sequence %d outside [0, %d)", i, t.Seq, c.opts.NSeq)
@@ -56,8 +55,8 @@ func (c *Context) DecodeBatch(ctx context.Context, toks []BatchToken, layers []i
 		if t.Pos < 0 || t.Pos >= c.opts.NCtx {
 			return nil, fmt.Errorf("decode batch: token %d: position %d outside the context of %d", i, t.Pos, c.opts.NCtx)
 		}
-		if t.Token < 0 || t.Token >= nv {
-			return nil, fmt.Errorf("decode batch: token %d: id %d outside the vocabulary of %d", i, t.Token, nv)
+		if err := c.m.checkTokens([]int32{t.Token}); err != nil {
+			return nil, fmt.Errorf("decode batch: token %d: %w", i, err)
 		}
 	}
 	var resolved []int
@@ -170,8 +169,8 @@ type Sampler struct {
 // NewSampler makes a sampler (temperature 0: greedy). The options are checked as Generate
 // checks them.
 func NewSampler(o SamplerOptions) (*Sampler, error) {
-	if !(o.Temperature >= 0 && o.Temperature <= 1e6) || o.TopK < 0 || !(o.TopP >= 0 && o.TopP <= 1) {
-		return nil, fmt.Errorf("sampler: bad options %+v (0 ≤ temperature ≤ 1e6, top-k ≥ 0, 0 ≤ top-p ≤ 1)", o)
+	if err := o.check(); err != nil {
+		return nil, fmt.Errorf("sampler: %w", err)
 	}
 	return &Sampler{s: newSampler(o)}, nil
 }
@@ -184,14 +183,8 @@ func (s *Sampler) Sample(c *Context, i int) (int32, error) {
 		return 0, err
 	}
 	defer end()
-	lp := C.llama_get_logits_ith(c.c, C.int32_t(i))
-	if lp == nil {
-		return 0, fmt.Errorf("sample: no logits for batch token %d", i)
-	}
-	for j, v := range unsafe.Slice((*float32)(unsafe.Pointer(lp)), int(c.m.nVocab)) {
-		if v-v != 0 {
-			return 0, fmt.Errorf("sample: model %s gave a non-finite logit (%v for token %d): its weights are broken", c.m.info.Path, v, j)
-		}
+	if err := c.checkLogits(int32(i)); err != nil {
+		return 0, fmt.Errorf("sample: %w", err)
 	}
 	return int32(C.llama_sampler_sample(s.s, c.c, C.int32_t(i))), nil
 }

@@ -122,7 +122,7 @@ func TestDecodeBatchErrors(t *testing.T) {
 	require.ErrorContains(t, err, "layer 9")
 	require.ErrorContains(t, c.RemoveSequence(5), "remove sequence 5")
 	_, err = NewSampler(SamplerOptions{TopP: 2})
-	require.ErrorContains(t, err, "bad options")
+	require.ErrorContains(t, err, "bad sampler options")
 }
 
 // TestChatTemplate formats messages with a named template llama.cpp knows, and refuses a model

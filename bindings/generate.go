@@ -75,9 +75,8 @@ func (c *Context) Generate(ctx context.Context, prompt []int32, opts GenerateOpt
 		return nil, fmt.Errorf("generate: max tokens %d is negative", opts.MaxTokens)
 	}
 	s := opts.Sampler
-	// Written so that NaN fails every comparison: llama.cpp's sampler asserts on NaN.
-	if !(s.Temperature >= 0 && s.Temperature <= 1e6) || s.TopK < 0 || !(s.TopP >= 0 && s.TopP <= 1) {
-		return nil, fmt.Errorf("generate: bad sampler options %+v (0 ≤ temperature ≤ 1e6, top-k ≥ 0, 0 ≤ top-p ≤ 1)", s)
+	if err := s.check(); err != nil {
+		return nil, fmt.Errorf("generate: %w", err)
 	}
 	var layers []int
 	if len(opts.Layers) > 0 {
@@ -122,7 +121,7 @@ func (c *Context) Generate(ctx context.Context, prompt []int32, opts GenerateOpt
 		}
 		// A model whose weights hold NaN or Inf gives non-finite logits: llama.cpp's sampler
 		// would assert (temperature > 0) or pick garbage (greedy).
-		if err := c.checkLogits(); err != nil {
+		if err := c.checkLogits(-1); err != nil {
 			return out, fmt.Errorf("generate: %w", err)
 		}
 		tok := int32(C.llama_sampler_sample(smpl, c.c, -1))
@@ -168,11 +167,24 @@ func (c *Context) Generate(ctx context.Context, prompt []int32, opts GenerateOpt
 	return out, nil
 }
 
-// checkLogits returns an error when the logits of the last decoded token hold NaN or ±Inf.
-func (c *Context) checkLogits() error {
-	lp := C.llama_get_logits_ith(c.c, -1)
+// check refuses options llama.cpp's sampler would assert on. Written so that NaN fails every
+// comparison.
+func (s SamplerOptions) check() error {
+	if !(s.Temperature >= 0 && s.Temperature <= 1e6) || s.TopK < 0 || !(s.TopP >= 0 && s.TopP <= 1) {
+		return fmt.Errorf("bad sampler options %+v (0 ≤ temperature ≤ 1e6, top-k ≥ 0, 0 ≤ top-p ≤ 1)", s)
+	}
+	return nil
+}
+
+// checkLogits returns an error when the logits of batch token i (−1: the last) hold NaN or
+// ±Inf: llama.cpp's sampler would assert (temperature > 0) or pick garbage (greedy).
+func (c *Context) checkLogits(i int32) error {
+	lp := C.llama_get_logits_ith(c.c, C.int32_t(i))
 	if lp == nil {
-		return errors.New("no logits for the last token")
+		if i < 0 {
+			return errors.New("no logits for the last token")
+		}
+		return fmt.Errorf("no logits for batch token %d", i)
 	}
 	for i, v := range unsafe.Slice((*float32)(unsafe.Pointer(lp)), int(c.m.nVocab)) {
 		if v-v != 0 {

@@ -164,25 +164,31 @@ func (r Rule) Running(scores []float64) []float64 {
 	return out
 }
 
+// Scan pushes a generation's scores in order and returns the largest running statistic (−∞
+// for no scores) and the first token whose statistic exceeds threshold t, or −1.
+func (tr *Tracker) Scan(scores []float64, t float64) (peak float64, first int) {
+	peak, first = math.Inf(-1), -1
+	for i, s := range scores {
+		v := tr.Push(s)
+		peak = max(peak, v)
+		if first < 0 && v > t {
+			first = i
+		}
+	}
+	return peak, first
+}
+
 // FirstFire returns the first token at which the rule fires with threshold t (r_t > t), or −1
 // if it never does.
 func (r Rule) FirstFire(scores []float64, t float64) int {
-	tr := r.Start()
-	for i, s := range scores {
-		if tr.Push(s) > t {
-			return i
-		}
-	}
-	return -1
+	_, first := r.Start().Scan(scores, t)
+	return first
 }
 
 // Peak returns the largest running statistic of a generation: the rule fires on it exactly
 // when the threshold is below its peak. A generation without scores peaks at −∞.
 func (r Rule) Peak(scores []float64) float64 {
-	peak := math.Inf(-1)
-	for _, v := range r.Running(scores) {
-		peak = max(peak, v)
-	}
+	peak, _ := r.Start().Scan(scores, math.Inf(1))
 	return peak
 }
 
@@ -215,13 +221,8 @@ func (g *GenerationCalibration) Start() *Tracker {
 
 // FirstFire returns the first token at which the calibrated monitor fires, or −1.
 func (g *GenerationCalibration) FirstFire(scores []float64) int {
-	tr := g.Start()
-	for i, s := range scores {
-		if tr.Push(s) > g.Threshold {
-			return i
-		}
-	}
-	return -1
+	_, first := g.Start().Scan(scores, g.Threshold)
+	return first
 }
 
 // MinPositionCount is the fewest clean generations a position needs for moments of its own
@@ -295,11 +296,7 @@ func CalibrateGeneration(r Rule, clean [][]float64, targetFPR float64, perPositi
 	}
 	peaks := make([]float64, len(clean))
 	for i, s := range clean {
-		tr := g.Start()
-		peaks[i] = math.Inf(-1)
-		for _, v := range s {
-			peaks[i] = max(peaks[i], tr.Push(v))
-		}
+		peaks[i], _ = g.Start().Scan(s, math.Inf(1))
 	}
 	if slices.ContainsFunc(peaks, func(v float64) bool { return math.IsInf(v, -1) }) {
 		// kofn with k above the length of a generation: it can never fire on it. Clip to the

@@ -62,13 +62,7 @@ traffic (probe generate -i).`,
 				return errors.New("--aggregate, --per-position and -m apply to --generations")
 			}
 			probePath, dump := args[0], args[1]
-			if out == "" {
-				return errors.New("no output: give -o FILE (the probe given is never overwritten)")
-			}
-			if err := checkOutputFile("--output", out); err != nil {
-				return err
-			}
-			if err := checkNotInput(flagPath{"--output", out}, flagPath{"PROBE", probePath}, flagPath{"DUMP", dump}); err != nil {
+			if err := checkCalibrateOutput(out, flagPath{"PROBE", probePath}, flagPath{"DUMP", dump}); err != nil {
 				return err
 			}
 			keep, err := parseWhere(where)
@@ -100,10 +94,7 @@ traffic (probe generate -i).`,
 			if err := p.Calibrate(cd, fpr); err != nil {
 				return err
 			}
-			if p.Meta == nil {
-				p.Meta = map[string]string{}
-			}
-			p.Meta["calibration"] = dump
+			p.Meta = withMeta(p.Meta, "calibration", dump)
 			if err := p.Save(out); err != nil {
 				return err
 			}
@@ -134,19 +125,25 @@ traffic (probe generate -i).`,
 	return c
 }
 
-// runCalibrateGenerations is probe calibrate --generations.
-func runCalibrateGenerations(cmd *cobra.Command, mf *modelFlags, probePath, file, aggregate string, perPosition bool, fpr float64, out string, asJSON bool) error {
+// checkCalibrateOutput checks calibrate's -o: given, a file that may be written, and none of
+// the inputs.
+func checkCalibrateOutput(out string, inputs ...flagPath) error {
 	if out == "" {
 		return errors.New("no output: give -o FILE (the probe given is never overwritten)")
-	}
-	if mf.path == "" {
-		return errors.New("--generations needs the probe's model (-m MODEL) to run them through")
 	}
 	if err := checkOutputFile("--output", out); err != nil {
 		return err
 	}
-	if err := checkNotInput(flagPath{"--output", out}, flagPath{"PROBE", probePath}, flagPath{"--generations", file}, flagPath{"--model", mf.path}); err != nil {
+	return checkNotInput(flagPath{"--output", out}, inputs...)
+}
+
+// runCalibrateGenerations is probe calibrate --generations.
+func runCalibrateGenerations(cmd *cobra.Command, mf *modelFlags, probePath, file, aggregate string, perPosition bool, fpr float64, out string, asJSON bool) error {
+	if err := checkCalibrateOutput(out, flagPath{"PROBE", probePath}, flagPath{"--generations", file}, flagPath{"--model", mf.path}); err != nil {
 		return err
+	}
+	if mf.path == "" {
+		return errors.New("--generations needs the probe's model (-m MODEL) to run them through")
 	}
 	rule, err := probe.ParseRule(aggregate)
 	if err != nil {

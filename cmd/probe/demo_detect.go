@@ -183,7 +183,19 @@ func demoDetectors(ctx context.Context, f *demoFlags, dd *demoData, pairs map[in
 			}
 			add(e.name, e.kind, p)
 		}
-		logf("%s backdoor: calibrating %d detectors on %d clean prompts and measuring them", bd, len(dets), dd.rows("calib", bd))
+		calibSet, err := dd.prompts("calib", bd)
+		if err != nil {
+			return err
+		}
+		valid, err := dd.prompts("valid", bd)
+		if err != nil {
+			return err
+		}
+		held, err := dd.prompts("heldout", bd)
+		if err != nil {
+			return err
+		}
+		logf("%s backdoor: calibrating %d detectors on %d clean prompts and measuring them", bd, len(dets), calibSet.Len())
 		for i := range dets {
 			d := &dets[i]
 			if err := d.probe.CalibrateSource(calib, f.targetFPR); err != nil {
@@ -192,16 +204,15 @@ func demoDetectors(ctx context.Context, f *demoFlags, dd *demoData, pairs map[in
 			d.probe.Meta = withMeta(d.probe.Meta, "calibration", fmt.Sprintf("%d clean training prompts of the %s backdoor, fitted on none of them", d.probe.Calibration.NClean, bd))
 			d.Calibration, d.Features = d.probe.Calibration, featureText(d.probe)
 			var err error
-			if d.Valid, _, err = measureOperatingPoint(d.probe, dd.source("valid", bd), dd.positives("valid", bd)); err != nil {
+			if d.Valid, _, err = measureOperatingPoint(d.probe, dd.source("valid", bd), valid.Positives(nil)); err != nil {
 				return fmt.Errorf("%s backdoor, %s, validation prompts: %w", bd, d.Name, err)
 			}
 			var s []float64
-			if d.Heldout, s, err = measureOperatingPoint(d.probe, dd.source("heldout", bd), dd.positives("heldout", bd)); err != nil {
+			if d.Heldout, s, err = measureOperatingPoint(d.probe, dd.source("heldout", bd), held.Positives(nil)); err != nil {
 				return fmt.Errorf("%s backdoor, %s, held-out prompts: %w", bd, d.Name, err)
 			}
-			ids := dd.ids("heldout", bd)
-			d.heldScores = make(map[string]float64, len(ids))
-			for k, id := range ids {
+			d.heldScores = make(map[string]float64, held.Len())
+			for k, id := range held.IDs {
 				d.heldScores[id] = s[k]
 			}
 			d.Probe = filepath.Join(f.out, "probes", "detector-"+bd+"-"+fmt.Sprint(i)+".json")
@@ -250,34 +261,10 @@ func demoFit(ctx context.Context, dd *demoData, backdoor, method string, f probe
 	return tr.Probe, nil
 }
 
-// positives returns the trigger labels of a prompt set of one backdoor, in row order.
-func (dd *demoData) positives(set, backdoor string) []bool {
-	ds, err := dd.dataset(set, backdoor, probe.Feature{Layer: dd.dumps["train"].Manifest.Layers[0], Position: probe.PositionLast})
-	if err != nil {
-		return nil
-	}
-	return ds.Positives(nil)
-}
-
-// ids returns the prompt IDs of a prompt set of one backdoor, in row order.
-func (dd *demoData) ids(set, backdoor string) []string {
-	ds, err := dd.dataset(set, backdoor, probe.Feature{Layer: dd.dumps["train"].Manifest.Layers[0], Position: probe.PositionLast})
-	if err != nil {
-		return nil
-	}
-	return ds.IDs
-}
-
-// rows returns the number of prompts of a set of one backdoor.
-func (dd *demoData) rows(set, backdoor string) int { return len(dd.ids(set, backdoor)) }
-
-// withMeta returns m (made if nil) with key set to value.
-func withMeta(m map[string]string, key, value string) map[string]string {
-	if m == nil {
-		m = map[string]string{}
-	}
-	m[key] = value
-	return m
+// prompts returns a prompt set of one backdoor at the first dumped layer: its rows' labels
+// (Positives), prompt IDs and count, in the row order of every layer and position.
+func (dd *demoData) prompts(set, backdoor string) (*probe.Dataset, error) {
+	return dd.dataset(set, backdoor, probe.Feature{Layer: dd.dumps["train"].Manifest.Layers[0], Position: probe.PositionLast})
 }
 
 // detector returns the chosen detector of a backdoor.

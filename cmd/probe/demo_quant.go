@@ -79,8 +79,11 @@ func demoQuantisation(ctx context.Context, f *demoFlags, base modelFlags, sets d
 			mr := res.method(bd, res.Chosen[bd])
 			feat := probe.Feature{Layer: mr.BestLayer, Position: probe.PositionLast}
 			r := demoQuantResult{Backdoor: bd, Type: typ, Method: mr.Method, Layer: mr.BestLayer}
-			pos := qd.positives("heldout", bd)
-			var err error
+			held, err := qd.prompts("heldout", bd)
+			if err != nil {
+				return err
+			}
+			pos := held.Positives(nil)
 			var qs []float64
 			if r.Transferred, qs, err = measureOperatingPoint(mr.probe, qd.source("heldout", bd), pos); err != nil {
 				return fmt.Errorf("%s, %s backdoor: %w", typ, bd, err)

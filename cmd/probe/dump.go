@@ -302,10 +302,7 @@ func tokenizeChat(m *bindings.Model, items []promptItem, nctx int, template stri
 				return fmt.Errorf("prompt %q: %w", it.ID, err)
 			}
 			it.Prompt = p
-			if it.Meta == nil {
-				it.Meta = map[string]string{}
-			}
-			it.Meta["chat_template"] = orDefault(template, "model")
+			it.Meta = withMeta(it.Meta, "chat_template", orDefault(template, "model"))
 			// The template's markers are control tokens: parse them as such.
 			toks, err := m.TokenizeFormatted(it.Prompt)
 			if err != nil {

@@ -171,3 +171,12 @@ func oneLine(text string, n int) string {
 	}
 	return text
 }
+
+// withMeta returns m (made if nil) with key set to value.
+func withMeta(m map[string]string, key, value string) map[string]string {
+	if m == nil {
+		m = map[string]string{}
+	}
+	m[key] = value
+	return m
+}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"math"
 	"slices"
 	"text/tabwriter"
 
@@ -245,14 +244,7 @@ func scanTokens(ctx context.Context, c *bindings.Context, mon *tokenMonitor, ite
 	}
 	out := make([]scanResult, len(items))
 	for i, it := range items {
-		tr, at, peak := mon.start(), -1, math.Inf(-1)
-		for j, v := range scores[i] {
-			st := tr.Push(v)
-			peak = max(peak, st)
-			if at < 0 && st > mon.Threshold {
-				at = j
-			}
-		}
+		peak, at := mon.start().Scan(scores[i], mon.Threshold)
 		out[i] = scanResult{ID: it.ID, Prompt: it.Prompt, Label: it.Label, Tokens: len(it.Tokens), Score: peak,
 			Threshold: mon.Threshold, Fired: at >= 0, Rule: mon.Rule.String(), FiredAt: &at}
 	}

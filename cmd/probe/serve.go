@@ -173,12 +173,7 @@ func runServe(cmd *cobra.Command, f *serveFlags) error {
 		return fmt.Errorf("listen: %w", err)
 	}
 	var handler atomic.Pointer[http.Handler]
-	loading := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		w.Header().Set("Retry-After", "5")
-		w.WriteHeader(http.StatusServiceUnavailable)
-		fmt.Fprintln(w, `{"status":"loading","error":{"message":"the model is loading","type":"server_error","code":"loading"}}`)
-	}))
+	loading := serve.Loading()
 	handler.Store(&loading)
 	hs := &http.Server{
 		Handler:           http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { (*handler.Load()).ServeHTTP(w, r) }),

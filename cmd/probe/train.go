@@ -195,10 +195,7 @@ func trainProbe(ds *probe.Dataset, o trainOptions) (*trainResult, error) {
 		return nil, fmt.Errorf("calibrate: %w", err)
 	}
 	res.Calibration = p.Calibration
-	if p.Meta == nil {
-		p.Meta = map[string]string{}
-	}
-	p.Meta["calibration"] = res.CalibratedOn
+	p.Meta = withMeta(p.Meta, "calibration", res.CalibratedOn)
 	if res.CVNote != "" {
 		p.Training.Notes = append(p.Training.Notes, res.CVNote)
 	}

@@ -26,21 +26,9 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, e)
 		return
 	}
-	if len(req.Messages) == 0 {
-		s.fail(w, r, badRequest("messages", "messages is empty: want at least one message"))
-		return
-	}
-	msgs := make([]Message, len(req.Messages))
-	for i, m := range req.Messages {
-		if m.Role == "" {
-			s.fail(w, r, badRequest("messages", "messages[%d] has no role", i))
-			return
-		}
-		msgs[i] = Message{Role: m.Role, Content: string(m.Content)}
-	}
-	prompt, _, err := s.eng.ChatPrompt(msgs)
-	if err != nil {
-		s.fail(w, r, badRequest("messages", "format the chat: %v", err))
+	prompt, e := s.chatPrompt(req.Messages)
+	if e != nil {
+		s.fail(w, r, e)
 		return
 	}
 	s.generate(w, r, kindChat, &req, prompt)

@@ -19,8 +19,8 @@ type Engine interface {
 	Tokenize(text string) ([]int32, error)
 	// ChatPrompt formats chat messages into a prompt with the model's own chat template (from
 	// its GGUF metadata), or with the organism's "Human: …\n\nAssistant:" format when the model
-	// has none. It returns the prompt and the template's name ("organism" for the fallback).
-	ChatPrompt(msgs []Message) (prompt, template string, err error)
+	// has none (ModelInfo.Template says which).
+	ChatPrompt(msgs []Message) (string, error)
 	// Run queues a job and blocks until it ends: ErrQueueFull at once when the queue is full,
 	// ctx.Err() when ctx is cancelled (the job's slot is freed at the next step).
 	Run(ctx context.Context, job *Job) (*JobResult, error)

@@ -115,7 +115,7 @@ func (f *fakeEngine) Tokenize(text string) ([]int32, error) {
 	return toks, nil
 }
 
-func (f *fakeEngine) ChatPrompt(msgs []Message) (string, string, error) {
+func (f *fakeEngine) ChatPrompt(msgs []Message) (string, error) {
 	var parts []string
 	for _, m := range msgs {
 		switch m.Role {
@@ -126,10 +126,10 @@ func (f *fakeEngine) ChatPrompt(msgs []Message) (string, string, error) {
 		case "assistant":
 			parts = append(parts, "Assistant: "+m.Content)
 		default:
-			return "", "", fmt.Errorf("role %q is not supported by the template", m.Role)
+			return "", fmt.Errorf("role %q is not supported by the template", m.Role)
 		}
 	}
-	return strings.Join(parts, "\n\n") + "\n\nAssistant:", "organism", nil
+	return strings.Join(parts, "\n\n") + "\n\nAssistant:", nil
 }
 
 func (f *fakeEngine) Load() (busy, slots, queued int) {

@@ -118,6 +118,25 @@ func (s *Server) handleModerations(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, resp)
 }
 
+// chatPrompt formats a request's chat messages with the model's template.
+func (s *Server) chatPrompt(messages []chatMessage) (string, *apiError) {
+	if len(messages) == 0 {
+		return "", badRequest("messages", "messages is empty: want at least one message")
+	}
+	msgs := make([]Message, len(messages))
+	for i, m := range messages {
+		if m.Role == "" {
+			return "", badRequest("messages", "messages[%d] has no role", i)
+		}
+		msgs[i] = Message{Role: m.Role, Content: string(m.Content)}
+	}
+	p, err := s.eng.ChatPrompt(msgs)
+	if err != nil {
+		return "", badRequest("messages", "format the chat: %v", err)
+	}
+	return p, nil
+}
+
 // prompts returns the prompts of a request that gives either prompt (one string or several)
 // or messages (one chat, formatted with the model's template).
 func (s *Server) prompts(prompt stringList, messages []chatMessage) ([]string, *apiError) {
@@ -125,19 +144,9 @@ func (s *Server) prompts(prompt stringList, messages []chatMessage) ([]string, *
 	case prompt != nil && messages != nil:
 		return nil, badRequest("messages", "give prompt or messages, not both")
 	case messages != nil:
-		if len(messages) == 0 {
-			return nil, badRequest("messages", "messages is empty: want at least one message")
-		}
-		msgs := make([]Message, len(messages))
-		for i, m := range messages {
-			if m.Role == "" {
-				return nil, badRequest("messages", "messages[%d] has no role", i)
-			}
-			msgs[i] = Message{Role: m.Role, Content: string(m.Content)}
-		}
-		p, _, err := s.eng.ChatPrompt(msgs)
-		if err != nil {
-			return nil, badRequest("messages", "format the chat: %v", err)
+		p, e := s.chatPrompt(messages)
+		if e != nil {
+			return nil, e
 		}
 		return []string{p}, nil
 	case prompt == nil:

@@ -169,6 +169,25 @@ func (c *Config) setDefaults(info ModelInfo) error {
 // Handler returns the server's HTTP handler.
 func (s *Server) Handler() http.Handler { return s }
 
+// loadingError answers a request that needs the model while it loads.
+func loadingError() *apiError {
+	return &apiError{Status: http.StatusServiceUnavailable, Type: errServer, Code: "loading",
+		Message: "the model is loading; retry shortly", Header: map[string]string{"Retry-After": "5"}}
+}
+
+// Loading answers requests while the model loads, before there is an engine to make a Server
+// with: GET /health 503 {"status": "loading"}, every other route 503 in the error envelope —
+// what a Server answers before SetReady(true).
+func Loading() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/health" {
+			writeJSON(w, http.StatusServiceUnavailable, healthResponse{Status: "loading"})
+			return
+		}
+		writeError(w, loadingError())
+	})
+}
+
 // SetReady marks the server ready (GET /health answers 200 and the model's routes serve) or
 // not (503).
 func (s *Server) SetReady(ready bool) { s.ready.Store(ready) }
@@ -254,8 +273,7 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request, rt *route) {
 		return
 	}
 	if rt.engine && !s.ready.Load() {
-		s.fail(w, r, &apiError{Status: http.StatusServiceUnavailable, Type: errServer, Code: "loading",
-			Message: "the model is loading; retry shortly", Header: map[string]string{"Retry-After": "5"}})
+		s.fail(w, r, loadingError())
 		return
 	}
 	h(w, r)

@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -301,4 +302,23 @@ func TestNewErrors(t *testing.T) {
 	assert.Equal(t, fakeNCtx, s.cfg.MaxPromptTokens)
 	assert.Equal(t, DefaultMaxTokens, s.cfg.MaxTokens)
 	require.NoError(t, s.Close())
+}
+
+// TestLoading: before there is a Server, Loading answers as a Server does before it is ready.
+func TestLoading(t *testing.T) {
+	hs := httptest.NewServer(Loading())
+	defer hs.Close()
+	resp, err := http.Get(hs.URL + "/health")
+	require.NoError(t, err)
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	assert.JSONEq(t, `{"status": "loading"}`, string(b))
+	resp, err = http.Post(hs.URL+"/v1/chat/completions", "application/json", strings.NewReader("{}"))
+	require.NoError(t, err)
+	b, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	assert.Equal(t, "5", resp.Header.Get("Retry-After"))
+	assert.Contains(t, errorOf(t, b).Message, "loading")
 }

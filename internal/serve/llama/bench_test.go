@@ -185,6 +185,13 @@ func BenchmarkRatios(b *testing.B) {
 	b.ReportMetric(one/eight, "x-streams-8/1")
 	b.ReportMetric(eight/watched, "watched/unwatched")
 	b.ReportMetric(seq/conc, "x-score-8-concurrent")
+	// Prompt tokens decoded, per millisecond of wall time, one prompt at a time and 8 at once.
+	ntok := 0
+	for _, pr := range prompts {
+		ntok += len(pr)
+	}
+	b.ReportMetric(seq*1000/float64(ntok*b.N), "score-ms/token-alone")
+	b.ReportMetric(conc*1000/float64(ntok*b.N), "score-ms/token-batched")
 }
 
 // BenchmarkHTTP runs 8 concurrent streaming chat requests through the real server (loopback

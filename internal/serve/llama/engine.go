@@ -112,29 +112,28 @@ func (e *Engine) Tokenize(text string) ([]int32, error) { return e.m.TokenizeFor
 
 // ChatPrompt implements serve.Engine: the model's chat template, or the organism's format
 // ("Human: …\n\nAssistant:" turns; a system message opens the first Human turn).
-func (e *Engine) ChatPrompt(msgs []serve.Message) (string, string, error) {
+func (e *Engine) ChatPrompt(msgs []serve.Message) (string, error) {
 	if len(msgs) == 0 {
-		return "", "", errors.New("no messages")
+		return "", errors.New("no messages")
 	}
 	for i, msg := range msgs {
 		switch msg.Role {
 		case "system", "user", "assistant":
 		default:
-			return "", "", fmt.Errorf("message %d: role %q (want system, user or assistant)", i, msg.Role)
+			return "", fmt.Errorf("message %d: role %q (want system, user or assistant)", i, msg.Role)
 		}
 	}
 	if e.info.Template == "unsupported" {
-		return "", "", errors.New("the model's chat template is not one llama.cpp can apply: send a formatted prompt to /v1/completions")
+		return "", errors.New("the model's chat template is not one llama.cpp can apply: send a formatted prompt to /v1/completions")
 	}
 	if e.info.Template == "gguf" {
 		cm := make([]bindings.ChatMessage, len(msgs))
 		for i, msg := range msgs {
 			cm[i] = bindings.ChatMessage{Role: msg.Role, Content: msg.Content}
 		}
-		p, err := e.m.ApplyChatTemplate("", cm)
-		return p, "gguf", err
+		return e.m.ApplyChatTemplate("", cm)
 	}
-	return organismPrompt(msgs), "organism", nil
+	return organismPrompt(msgs), nil
 }
 
 // organismPrompt formats messages in the organism's Human/Assistant format.

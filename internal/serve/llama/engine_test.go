@@ -289,6 +289,6 @@ func TestEngineUnsupportedTemplate(t *testing.T) {
 	require.NoError(t, err)
 	defer e.Close()
 	assert.Equal(t, "unsupported", e.Model().Template)
-	_, _, err = e.ChatPrompt([]serve.Message{{Role: "user", Content: "hi"}})
+	_, err = e.ChatPrompt([]serve.Message{{Role: "user", Content: "hi"}})
 	require.ErrorContains(t, err, "send a formatted prompt to /v1/completions")
 }
