@@ -9,6 +9,7 @@ import "C"
 import (
 	"context"
 	"fmt"
+	"slices"
 	"unsafe"
 )
 
@@ -70,10 +71,7 @@ func (c *Context) DecodeBatch(ctx context.Context, toks []BatchToken, layers []i
 	if err := c.setRequest([]Point{Residual}, resolved); err != nil {
 		return nil, err
 	}
-	lastLayer := false
-	for _, l := range resolved {
-		lastLayer = lastLayer || l == c.m.info.Layers-1
-	}
+	lastLayer := slices.Contains(resolved, c.m.info.Layers-1)
 	batch := make([]batchToken, len(toks))
 	for i, t := range toks {
 		batch[i] = batchToken{token: t.Token, pos: int32(t.Pos), seq: int32(t.Seq), logits: t.Output || t.Capture && lastLayer}

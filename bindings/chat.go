@@ -18,6 +18,12 @@ type ChatMessage struct {
 	Content string
 }
 
+// ValidChatRole reports whether a chat message's role is one chat templates know: system,
+// user or assistant.
+func ValidChatRole(role string) bool {
+	return role == "system" || role == "user" || role == "assistant"
+}
+
 // ErrNoChatTemplate is returned by ApplyChatTemplate for a model without a chat template.
 var ErrNoChatTemplate = errors.New("the model has no chat template")
 
@@ -64,14 +70,8 @@ func (m *Model) ApplyChatTemplate(tmpl string, msgs []ChatMessage) (string, erro
 		cmsgs[i] = C.struct_llama_chat_message{role: r, content: c}
 		total += len(msg.Role) + len(msg.Content)
 	}
-	// The C array lives in C memory: cgo forbids Go memory holding Go pointers to C, which
-	// this is not, but llama.cpp keeps no reference past the call either way.
-	arr := (*C.struct_llama_chat_message)(C.malloc(C.size_t(len(cmsgs)) * C.size_t(unsafe.Sizeof(cmsgs[0]))))
-	if arr == nil {
-		return "", errors.New("chat template: out of memory")
-	}
-	frees = append(frees, unsafe.Pointer(arr))
-	copy(unsafe.Slice(arr, len(cmsgs)), cmsgs)
+	// Go memory that holds only C pointers may be passed to C.
+	arr := &cmsgs[0]
 	size := 2*total + 256
 	for range 2 {
 		buf := make([]byte, size)

@@ -214,6 +214,15 @@ type Moments struct {
 	SD   float64 `json:"sd"`
 }
 
+// momentsOf returns the mean and sample standard deviation of scores, which must vary.
+func momentsOf(xs []float64) (Moments, error) {
+	m, sd := stat.MeanStdDev(xs, nil)
+	if !positiveFinite(sd) {
+		return Moments{}, fmt.Errorf("clean scores do not vary (sd %v)", sd)
+	}
+	return Moments{Mean: m, SD: sd}, nil
+}
+
 // Start returns a tracker of one generation under the calibration's rule and standardisation.
 func (g *GenerationCalibration) Start() *Tracker {
 	return &Tracker{r: g.Rule, norm: g.Standardize}
@@ -256,11 +265,11 @@ func positionMoments(clean [][]float64) ([]Moments, error) {
 			}
 			return out, nil
 		}
-		m, sd := stat.MeanStdDev(xs, nil)
-		if !(sd > 0) || math.IsInf(sd, 0) {
-			return nil, fmt.Errorf("clean scores at position %d do not vary (sd %v)", t, sd)
+		mo, err := momentsOf(xs)
+		if err != nil {
+			return nil, fmt.Errorf("position %d: %w", t, err)
 		}
-		out = append(out, Moments{Mean: m, SD: sd})
+		out = append(out, mo)
 		if pooled {
 			return out, nil
 		}

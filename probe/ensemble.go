@@ -3,10 +3,7 @@ package probe
 import (
 	"errors"
 	"fmt"
-	"math"
 	"slices"
-
-	"gonum.org/v1/gonum/stat"
 )
 
 // MethodEnsemble is the method of a probe that fuses the scores of other probes (Members).
@@ -169,10 +166,11 @@ func NewEnsemble(probes []*Probe, clean RowSource) (*Probe, error) {
 			if len(s) < 2 {
 				return nil, fmt.Errorf("ensemble: %d clean rows; standardising a score needs at least 2", len(s))
 			}
-			m.Center, m.Scale = stat.MeanStdDev(s, nil)
-			if !(m.Scale > 0) || math.IsInf(m.Scale, 0) {
-				return nil, fmt.Errorf("ensemble member %d (%s, layer %d): its clean scores do not vary (sd %v)", k, q.Method, q.Layer, m.Scale)
+			mo, err := momentsOf(s)
+			if err != nil {
+				return nil, fmt.Errorf("ensemble member %d (%s, layer %d): %w", k, q.Method, q.Layer, err)
 			}
+			m.Center, m.Scale = mo.Mean, mo.SD
 		}
 		e.Members = append(e.Members, m)
 		e.Training.Rows = max(e.Training.Rows, q.Training.Rows)
@@ -189,13 +187,7 @@ func (p *Probe) CalibrateSource(clean RowSource, targetFPR float64) error {
 	if err != nil {
 		return err
 	}
-	cal, err := CalibrateThreshold(s, targetFPR)
-	if err != nil {
-		return err
-	}
-	p.Threshold = cal.Threshold
-	p.Calibration = &cal
-	return nil
+	return p.calibrateScores(s, targetFPR)
 }
 
 // validateMembers checks an ensemble's members: each a valid single probe of the ensemble's
@@ -217,7 +209,7 @@ func (p *Probe) validateMembers() error {
 		if m.Probe.Model != p.Model {
 			return fmt.Errorf("%w: ensemble member %d is for another model than the ensemble", ErrProbeFile, k)
 		}
-		if !finite([]float64{m.Center, m.Weight}) || !(m.Scale > 0) || math.IsInf(m.Scale, 0) {
+		if !finite([]float64{m.Center, m.Weight}) || !positiveFinite(m.Scale) {
 			return fmt.Errorf("%w: ensemble member %d: centre %v, scale %v, weight %v (want finite, scale positive)", ErrProbeFile, k, m.Center, m.Scale, m.Weight)
 		}
 	}

@@ -337,7 +337,13 @@ func (p *Probe) Calibrate(d *Dataset, targetFPR float64) error {
 	if len(clean) == 0 {
 		return fmt.Errorf("calibrate: no clean (negative) rows among %d", d.Len())
 	}
-	cal, err := CalibrateThreshold(p.ScoreRows(d.X, clean, nil), targetFPR)
+	return p.calibrateScores(p.ScoreRows(d.X, clean, nil), targetFPR)
+}
+
+// calibrateScores sets the threshold from the probe's scores of clean rows and records the
+// calibration.
+func (p *Probe) calibrateScores(clean []float64, targetFPR float64) error {
+	cal, err := CalibrateThreshold(clean, targetFPR)
 	if err != nil {
 		return err
 	}
@@ -394,6 +400,9 @@ func newProbe(method string, d *Dataset) *Probe {
 		Training: TrainingSummary{Rows: d.Len(), Positives: pos, Negatives: neg, Groups: len(groups)},
 	}
 }
+
+// positiveFinite reports whether v is a positive finite number (NaN is not).
+func positiveFinite(v float64) bool { return v > 0 && !math.IsInf(v, 0) }
 
 // finite reports whether all values are finite.
 func finite(xs []float64) bool {

@@ -61,7 +61,7 @@ func (p *Probe) Validate() error {
 			return bad("non-finite normalisation mean")
 		}
 		for _, s := range n.Scale {
-			if !(s > 0) || math.IsInf(s, 0) {
+			if !positiveFinite(s) {
 				return bad("normalisation scale %v is not positive and finite", s)
 			}
 		}
@@ -78,7 +78,7 @@ func (p *Probe) Validate() error {
 			return bad("invalid generation calibration")
 		}
 		for t, m := range g.Standardize {
-			if !finite([]float64{m.Mean}) || !(m.SD > 0) || math.IsInf(m.SD, 0) {
+			if !finite([]float64{m.Mean}) || !positiveFinite(m.SD) {
 				return bad("generation standardisation at position %d: mean %v, sd %v", t, m.Mean, m.SD)
 			}
 		}

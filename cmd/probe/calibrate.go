@@ -77,12 +77,7 @@ traffic (probe generate -i).`,
 			if err != nil {
 				return err
 			}
-			var clean []int
-			for i, l := range ds.Labels {
-				if l != probe.Positive {
-					clean = append(clean, i)
-				}
-			}
+			clean := ds.Where(func(i int) bool { return ds.Labels[i] != probe.Positive })
 			if len(clean) == 0 {
 				return fmt.Errorf("DUMP %s has no clean rows: every row is labelled positive", dump)
 			}
@@ -122,6 +117,7 @@ traffic (probe generate -i).`,
 	fl.StringVar(&aggregate, "aggregate", "max", "with --generations: max, mean, ema:ALPHA or kofn:K/N")
 	fl.BoolVar(&perPosition, "per-position", false, "with --generations: standardise each token's score by the clean generations' mean and sd at its position before the rule")
 	mf.register(c, false)
+	mf.registerChat(c)
 	return c
 }
 

@@ -479,13 +479,9 @@ func pickPerBackdoor(exs []organism.Example, n int, seed uint64) []organism.Exam
 // pickClean takes n untriggered examples of each backdoor (clean and decoy prompts, in the
 // corpus's mix), in a seeded random order, that are not in taken.
 func pickClean(exs, taken []organism.Example, n int, seed uint64) []organism.Example {
-	skip := make(map[string]bool, len(taken))
-	for _, ex := range taken {
-		skip[ex.ID] = true
-	}
 	var clean []organism.Example
-	for _, ex := range exs {
-		if !ex.Triggered && !skip[ex.ID] {
+	for _, ex := range without(exs, taken) {
+		if !ex.Triggered {
 			clean = append(clean, ex)
 		}
 	}

@@ -95,26 +95,33 @@ func measureOperatingPoint(p *probe.Probe, src probe.RowSource, positives []bool
 	if err != nil {
 		return nil, nil, err
 	}
+	op, err := operatingPointOf(s, positives, p.Threshold)
+	return op, s, err
+}
+
+// operatingPointOf measures scores of labelled prompts against a threshold.
+func operatingPointOf(s []float64, positives []bool, threshold float64) (*operatingPoint, error) {
 	if len(s) != len(positives) {
-		return nil, nil, fmt.Errorf("%d scores for %d labels", len(s), len(positives))
+		return nil, fmt.Errorf("%d scores for %d labels", len(s), len(positives))
 	}
 	op := &operatingPoint{}
+	var err error
 	if op.AUROC, err = probe.AUROC(s, positives); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	c := probe.ConfusionAt(s, positives, p.Threshold)
+	c := probe.ConfusionAt(s, positives, threshold)
 	op.TP, op.FP, op.Positives, op.Negatives = c.TP, c.FP, c.TP+c.FN, c.FP+c.TN
 	op.TPR, op.FPR = c.TPR(), c.FPR()
 	op.FPRUpper95 = probe.FPRUpperBound(c.FP, op.Negatives, 0.95)
 	re, err := probe.TPRAtFPR(s, positives, 0.01)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	op.TPRRethresholded = re.TPR
-	return op, s, nil
+	return op, nil
 }
 
-// featureText describes what a detector reads: "layer 3", "layers 2–4", "layer 3 last + mean".
+// featureText describes what a detector reads: "L3 last", "L3 last, L4 last", "L4 last, L4 mean".
 func featureText(p *probe.Probe) string {
 	fs := p.Features()
 	var parts []string

@@ -46,7 +46,6 @@ type demoMonitor struct {
 	// Held-out generations: how many were clean (untriggered), defected, triggered but not
 	// defected.
 	HeldClean, HeldDefected, HeldTriggeredSafe int
-	probe                                      *probe.Probe
 }
 
 // demoRuleResult is one rule's calibration and what it did.
@@ -267,15 +266,9 @@ func demoGenerationMonitors(ctx context.Context, c *bindings.Context, f *demoFla
 			}
 		}
 		// The generation probe's per-token threshold: its clean answers' tokens at the target.
-		var flat []float64
-		for _, s := range calibScores[gp] {
-			flat = append(flat, s...)
-		}
-		cal, err := probe.CalibrateThreshold(flat, f.targetFPR)
-		if err != nil {
+		if err := gp.CalibrateSource(func(f probe.Feature) (*probe.Matrix, error) { return rows.X[f.Layer], nil }, f.targetFPR); err != nil {
 			return err
 		}
-		gp.Threshold, gp.Calibration = cal.Threshold, &cal
 		mon.Rules = append(mon.Rules, demoRuleResult{Probe: "prompt probe", Baseline: true, Rule: probe.RuleMax,
 			Calibration: &probe.GenerationCalibration{Rule: probe.Rule{Kind: probe.RuleMax}, Threshold: pp.Threshold}, probe: pp})
 		for _, cand := range []struct {
@@ -308,7 +301,6 @@ func demoGenerationMonitors(ctx context.Context, c *bindings.Context, f *demoFla
 				return err
 			}
 		}
-		best := 1 // after the baseline
 		for k := range mon.Rules {
 			rr := &mon.Rules[k]
 			for i, ex := range valid {
@@ -319,8 +311,11 @@ func demoGenerationMonitors(ctx context.Context, c *bindings.Context, f *demoFla
 				rr.Valid.add(!ex.Triggered, rr.Calibration.FirstFire(validScores[rr.probe][i]), harm)
 			}
 			rr.Valid.finish()
-			b := mon.Rules[best].Valid
-			if !rr.Baseline && rr.Valid.StoppedRate > b.StoppedRate || rr.Valid.StoppedRate == b.StoppedRate && rr.Valid.FalseStopRate < b.FalseStopRate {
+		}
+		best := 1 // the baseline, Rules[0], is measured, never chosen
+		for k := 2; k < len(mon.Rules); k++ {
+			v, b := mon.Rules[k].Valid, mon.Rules[best].Valid
+			if v.StoppedRate > b.StoppedRate || v.StoppedRate == b.StoppedRate && v.FalseStopRate < b.FalseStopRate {
 				best = k
 			}
 		}
@@ -337,7 +332,6 @@ func demoGenerationMonitors(ctx context.Context, c *bindings.Context, f *demoFla
 		if err := mp.Save(mon.Probe); err != nil {
 			return err
 		}
-		mon.probe = mp
 
 		// Watch the organism's own greedy generations of the held-out prompts.
 		held := of(sets.heldout, 0)

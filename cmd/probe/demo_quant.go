@@ -51,6 +51,15 @@ func demoQuantisation(ctx context.Context, f *demoFlags, base modelFlags, sets d
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
+	// The F32 probes' held-out scores, which every type's are compared with.
+	f32 := map[string][]float64{}
+	for _, bd := range demoBackdoors {
+		s, err := res.method(bd, res.Chosen[bd]).probe.ScoreSource(dd.source("heldout", bd))
+		if err != nil {
+			return err
+		}
+		f32[bd] = s
+	}
 	for _, typ := range f.quantTypes {
 		path := filepath.Join(dir, "organism-"+typ+".gguf")
 		logf("quantising the organism to %s and dumping %d prompts with it", typ, len(sets.train)+len(sets.calib)+len(sets.heldout))
@@ -88,19 +97,17 @@ func demoQuantisation(ctx context.Context, f *demoFlags, base modelFlags, sets d
 			if r.Transferred, qs, err = measureOperatingPoint(mr.probe, qd.source("heldout", bd), pos); err != nil {
 				return fmt.Errorf("%s, %s backdoor: %w", typ, bd, err)
 			}
-			fs, err := mr.probe.ScoreSource(dd.source("heldout", bd))
+			r.Correlation = stat.Correlation(f32[bd], qs, nil)
+			// Recalibrated: the same scores against a threshold set on the type's clean prompts.
+			cs, err := mr.probe.ScoreSource(qd.source("calib", bd))
 			if err != nil {
 				return err
 			}
-			r.Correlation = stat.Correlation(fs, qs, nil)
-			recal, err := mr.probe.Clone()
+			cal, err := probe.CalibrateThreshold(cs, f.targetFPR)
 			if err != nil {
 				return err
 			}
-			if err := recal.CalibrateSource(qd.source("calib", bd), f.targetFPR); err != nil {
-				return err
-			}
-			if r.Recalibrated, _, err = measureOperatingPoint(recal, qd.source("heldout", bd), pos); err != nil {
+			if r.Recalibrated, err = operatingPointOf(qs, pos, cal.Threshold); err != nil {
 				return err
 			}
 			ds, err := qd.dataset("train", bd, feat)

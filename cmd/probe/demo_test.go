@@ -198,10 +198,11 @@ func checkDemoOperatingPoints(t *testing.T, out string) {
 		} `json:"detectors"`
 		Chosen   map[string]string `json:"chosen_detector"`
 		Monitors []struct {
-			Backdoor string           `json:"backdoor"`
-			Monitors []demoRuleResult `json:"monitors"`
-			Chosen   int              `json:"chosen"`
-			Probe    string           `json:"probe_file"`
+			Backdoor                                   string           `json:"backdoor"`
+			Monitors                                   []demoRuleResult `json:"monitors"`
+			HeldClean, HeldDefected, HeldTriggeredSafe int
+			Chosen                                     int    `json:"chosen"`
+			Probe                                      string `json:"probe_file"`
 		} `json:"generation_monitors"`
 	}
 	b, err := os.ReadFile(filepath.Join(out, "summary.json"))
@@ -267,8 +268,13 @@ func checkDemoOperatingPoints(t *testing.T, out string) {
 			c := r.Calibration.Calibration
 			assert.Equal(t, 200, c.NClean, "calibrated on the clean calibration answers")
 			assert.LessOrEqual(t, c.AchievedFPR, 0.005)
-			assert.Equal(t, r.Heldout.Clean, mon.Monitors[0].Heldout.Clean)
+			assert.Equal(t, mon.HeldClean, r.Heldout.Clean)
+			assert.Equal(t, mon.HeldDefected, r.Heldout.Defecting)
 		}
+		// Every held-out prompt of the backdoor was generated and counted once.
+		held, err := dd.prompts("heldout", mon.Backdoor)
+		require.NoError(t, err)
+		assert.Equal(t, held.Len(), mon.HeldClean+mon.HeldDefected+mon.HeldTriggeredSafe)
 	}
 }
 
@@ -296,16 +302,18 @@ func checkDemoQuantisation(t *testing.T, out string) {
 	assert.Equal(t, "Q8_0", q8.Manifest.Model.FileType)
 	assert.Equal(t, f32.Manifest.Model.Family, q8.Manifest.Model.Family)
 	assert.NotEqual(t, f32.Manifest.Model.Fingerprint, q8.Manifest.Model.Fingerprint)
-	scores := func(s *probe.Store, p *probe.Probe, backdoor string) []float64 {
+	scores := func(s *probe.Store, p *probe.Probe, backdoor string) ([]float64, []bool) {
 		ds, err := probe.LoadDataset(s, p.Layer, probe.PositionLast)
 		require.NoError(t, err)
 		var out []float64
+		var pos []bool
 		for i := 0; i < ds.Len(); i++ {
 			if s.Manifest.Examples[ds.Example[i]].Meta["backdoor"] == backdoor {
 				out = append(out, p.Score(ds.X.Row(i)))
+				pos = append(pos, ds.Labels[i] == probe.Positive)
 			}
 		}
-		return out
+		return out, pos
 	}
 	for _, q := range sum.Quantised {
 		assert.Equal(t, "Q8_0", q.Type)
@@ -316,11 +324,17 @@ func checkDemoQuantisation(t *testing.T, out string) {
 			}
 			p, err := probe.Load(m.Probe)
 			require.NoError(t, err)
-			assert.InDelta(t, stat.Correlation(scores(f32, p, q.Backdoor), scores(q8, p, q.Backdoor), nil), q.Correlation, 1e-9, q.Backdoor)
+			fs, _ := scores(f32, p, q.Backdoor)
+			qs, pos := scores(q8, p, q.Backdoor)
+			assert.InDelta(t, stat.Correlation(fs, qs, nil), q.Correlation, 1e-9, q.Backdoor)
+			// As trained: the F32 probe's own threshold on the Q8_0 rows, recounted.
+			c := probe.ConfusionAt(qs, pos, p.Threshold)
+			assert.Equal(t, c.TP, q.Transferred.TP, q.Backdoor)
+			assert.Equal(t, c.FP, q.Transferred.FP, q.Backdoor)
 		}
 		for _, op := range []*operatingPoint{q.Transferred, q.Recalibrated, q.Retrained} {
 			require.NotNil(t, op)
-			assert.True(t, op.AUROC >= 0 && op.AUROC <= 1)
+			assert.Equal(t, q.Transferred.Positives+q.Transferred.Negatives, op.Positives+op.Negatives, "the same held-out prompts")
 		}
 	}
 }

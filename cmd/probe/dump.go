@@ -49,6 +49,7 @@ renamed when complete; Ctrl-C or SIGTERM stops cleanly, and --resume continues a
 		RunE: func(cmd *cobra.Command, args []string) error { return runDump(cmd, &f) },
 	}
 	f.mf.register(c, true)
+	f.mf.registerChat(c)
 	fl := c.Flags()
 	fl.StringArrayVar(&f.prompts, "prompt", nil, "a prompt (repeatable)")
 	fl.StringVarP(&f.input, "input", "i", "", "JSONL prompt file ('-' for stdin)")

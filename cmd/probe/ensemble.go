@@ -73,12 +73,7 @@ flattened into its members.`,
 			if err != nil {
 				return err
 			}
-			var clean []int
-			for i, l := range ref.Labels {
-				if l != probe.Positive {
-					clean = append(clean, i)
-				}
-			}
+			clean := ref.Where(func(i int) bool { return ref.Labels[i] != probe.Positive })
 			if len(clean) < 2 {
 				return fmt.Errorf("--calib: %d clean rows; an ensemble needs at least 2 (use thousands)", len(clean))
 			}

@@ -224,6 +224,7 @@ prompt and prints one such object per line, with the prompt's "id": the file pro
 		RunE: func(cmd *cobra.Command, args []string) error { return runGenerate(cmd, &f) },
 	}
 	f.mf.register(c, true)
+	f.mf.registerChat(c)
 	fl := c.Flags()
 	fl.StringVarP(&f.prompt, "prompt", "p", "", "the prompt")
 	fl.StringVarP(&f.input, "input", "i", "", "JSONL prompt file ('-' for stdin): one generation per prompt, printed as JSON Lines")

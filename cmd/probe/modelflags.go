@@ -38,10 +38,14 @@ func (f *modelFlags) register(c *cobra.Command, required bool) {
 	fl.IntVarP(&f.batch, "batch-size", "b", 512, "tokens per llama_decode call")
 	fl.IntVar(&f.seqs, "parallel", 16, "prompts decoded together in one batch")
 	fl.StringVar(&f.kvType, "kv-type", "f16", "KV cache type: f16 or f32")
-	fl.StringVar(&f.chatTemplate, "chat-template", "", `chat template for prompt lines given as "messages": a name llama.cpp knows (chatml, llama3, gemma, …) or template text (default: the model's own)`)
 	if required {
 		_ = c.MarkFlagRequired("model")
 	}
+}
+
+// registerChat adds --chat-template, for the commands that read prompt files (tokenizeChat).
+func (f *modelFlags) registerChat(c *cobra.Command) {
+	c.Flags().StringVar(&f.chatTemplate, "chat-template", "", `chat template for prompt lines given as "messages": a name llama.cpp knows (chatml, llama3, gemma, …) or template text (default: the model's own)`)
 }
 
 // open loads the model and makes a context.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"fmt"
 	"math"
 	"path/filepath"
 	"strings"
@@ -235,7 +236,52 @@ func TestSweepEnsemble(t *testing.T) {
 	for i, row := range ens {
 		assert.Equal(t, single[i].Layer, row.Layer)
 		require.NotNil(t, row.Eval)
-		assert.True(t, row.AUROC.AUROC >= 0 && row.AUROC.AUROC <= 1)
 	}
+	// The first window's held-out AUROC, recomputed: mean-diff fitted on all of --data at its two
+	// layers, standardised on --data's clean rows, scored on --eval.
+	train, err := probe.OpenStore(trainDump(t))
+	require.NoError(t, err)
+	eval, err := probe.OpenStore(evalDump(t))
+	require.NoError(t, err)
+	win := []int{ens[0].Layer, ens[0].Layer + 1}
+	var probes []*probe.Probe
+	sets, evs := map[probe.Feature]*probe.Dataset{}, map[probe.Feature]*probe.Dataset{}
+	for _, l := range win {
+		ds, err := probe.LoadDataset(train, l, "")
+		require.NoError(t, err)
+		p, err := probe.MeanDiff{}.Fit(ds)
+		require.NoError(t, err)
+		probes = append(probes, p)
+		f := probe.Feature{Layer: l, Position: p.Position}
+		sets[f] = ds.Subset(ds.WithLabel(probe.Negative))
+		ed, err := probe.LoadDataset(eval, l, "")
+		require.NoError(t, err)
+		evs[f] = ed
+	}
+	e, err := probe.NewEnsemble(probes, featureSource(sets))
+	require.NoError(t, err)
+	s, err := e.ScoreSource(featureSource(evs))
+	require.NoError(t, err)
+	ed := evs[probe.Feature{Layer: win[0], Position: probes[0].Position}]
+	lab := ed.Labelled()
+	sub := make([]float64, len(lab))
+	for k, i := range lab {
+		sub[k] = s[i]
+	}
+	auc, err := probe.AUROC(sub, ed.Positives(lab))
+	require.NoError(t, err)
+	assert.InDelta(t, auc, ens[0].Eval.AUROC, 1e-9)
 	requireFails(t, probeCmd(t, "", "sweep", "--data", trainDump(t), "--method", "meandiff", "--ensemble", "99"), "--ensemble 99")
+}
+
+// featureSource serves datasets' rows by feature, whatever position they were loaded at.
+func featureSource(sets map[probe.Feature]*probe.Dataset) probe.RowSource {
+	return func(f probe.Feature) (*probe.Matrix, error) {
+		for g, d := range sets {
+			if g.Layer == f.Layer {
+				return d.X, nil
+			}
+		}
+		return nil, fmt.Errorf("no rows for layer %d", f.Layer)
+	}
 }

@@ -218,9 +218,7 @@ func parseMessages(raw json.RawMessage) ([]bindings.ChatMessage, error) {
 		if json.Unmarshal(m["role"], &role) != nil || json.Unmarshal(m["content"], &content) != nil {
 			return nil, fmt.Errorf(`"messages"[%d] needs a string "role" and a string "content"`, i)
 		}
-		switch role {
-		case "system", "user", "assistant":
-		default:
+		if !bindings.ValidChatRole(role) {
 			return nil, fmt.Errorf(`"messages"[%d]: role %q (want system, user or assistant)`, i, role)
 		}
 		out[i] = bindings.ChatMessage{Role: role, Content: content}

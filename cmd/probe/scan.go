@@ -59,14 +59,14 @@ func checkProbeModel(stderr io.Writer, p *probe.Probe, info bindings.Info) error
 	return nil
 }
 
-// probePositions is where a probe's row is captured for a prompt: the mean over the prompt for
-// a probe trained on mean rows, otherwise the last prompt token (a probe trained on every
-// token's row scores any token; the last is the one just before the output).
-func probePositions(p *probe.Probe) bindings.Positions {
-	if p.Position == probe.PositionMean {
-		return bindings.PositionsMean
+// capturePosition is where a feature's row is captured for a prompt: the mean over the prompt
+// for a mean feature, otherwise the last prompt token (a probe trained on every token's row
+// scores any token; the last is the one just before the output).
+func capturePosition(pos probe.Position) probe.Position {
+	if pos == probe.PositionMean {
+		return probe.PositionMean
 	}
-	return bindings.PositionsLast
+	return probe.PositionLast
 }
 
 // scanPrompts scores tokenized prompts (tokenizeItems) with the probe at its layer and
@@ -77,10 +77,7 @@ func scanPrompts(ctx context.Context, c *bindings.Context, p *probe.Probe, items
 	byPos := map[probe.Position][]int{}
 	var order []probe.Position
 	for _, f := range p.Features() {
-		pos := f.Position
-		if pos != probe.PositionMean {
-			pos = probe.PositionLast
-		}
+		pos := capturePosition(f.Position)
 		if _, ok := byPos[pos]; !ok {
 			order = append(order, pos)
 		}
@@ -98,11 +95,7 @@ func scanPrompts(ctx context.Context, c *bindings.Context, p *probe.Probe, items
 		prog = nil // one progress bar, for the first pass
 	}
 	scores, err := p.ScoreSource(func(f probe.Feature) (*probe.Matrix, error) {
-		pos := f.Position
-		if pos != probe.PositionMean {
-			pos = probe.PositionLast
-		}
-		return rows[pos][f.Layer], nil
+		return rows[capturePosition(f.Position)][f.Layer], nil
 	})
 	if err != nil {
 		return nil, err
@@ -182,6 +175,7 @@ when it was calibrated for that rule, else its prompt threshold.`,
 		},
 	}
 	f.mf.register(c, true)
+	f.mf.registerChat(c)
 	fl := c.Flags()
 	fl.StringVar(&probePath, "probe", "", "probe file (probe train)")
 	fl.StringArrayVar(&f.prompts, "prompt", nil, "a prompt (repeatable)")

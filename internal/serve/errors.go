@@ -83,8 +83,8 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_, _ = w.Write(append(data, '\n'))
 }
 
-// decodeError turns an error of decoding a request body into the client's error: 413 for a
-// body over the limit, 400 naming the field and the type it wants for a wrong type, 400 for
+// decodeError turns an error of decoding a request body into the client's error: 400 with the
+// limit for a body over it, 400 naming the field and the type it wants for a wrong type, 400 for
 // malformed JSON.
 func decodeError(err error, limit int64) *apiError {
 	var tooBig *http.MaxBytesError

@@ -117,9 +117,7 @@ func (e *Engine) ChatPrompt(msgs []serve.Message) (string, error) {
 		return "", errors.New("no messages")
 	}
 	for i, msg := range msgs {
-		switch msg.Role {
-		case "system", "user", "assistant":
-		default:
+		if !bindings.ValidChatRole(msg.Role) {
 			return "", fmt.Errorf("message %d: role %q (want system, user or assistant)", i, msg.Role)
 		}
 	}
@@ -395,9 +393,14 @@ func (e *Engine) step(active []*task, finish func(*task, string, error)) {
 	}
 	for _, en := range entries {
 		t := en.t
+		// rows returns token i's rows at the job's layers: the decode's own map when the job
+		// reads every layer decoded, else a copy narrowed to the job's.
 		rows := func(i int) map[int][]float32 {
 			if len(t.job.Layers) == 0 {
 				return nil
+			}
+			if len(res.Rows[i]) == len(t.job.Layers) {
+				return res.Rows[i]
 			}
 			out := make(map[int][]float32, len(t.job.Layers))
 			for _, l := range t.job.Layers {
@@ -443,8 +446,9 @@ func (e *Engine) step(active []*task, finish func(*task, string, error)) {
 			}
 			// The prompt is decoded: its verdict first.
 			last := en.end - 1
+			lastRows := rows(last)
 			if t.job.OnPrompt != nil {
-				pr := serve.PromptRows{Last: rows(last), All: t.all}
+				pr := serve.PromptRows{Last: lastRows, All: t.all}
 				if t.job.Mean {
 					pr.Mean = map[int][]float32{}
 					for l, acc := range t.sum {
@@ -465,7 +469,7 @@ func (e *Engine) step(active []*task, finish func(*task, string, error)) {
 				continue
 			}
 			t.gen = true
-			e.sampleNext(t, last, rows(last), finish)
+			e.sampleNext(t, last, lastRows, finish)
 			continue
 		}
 		t.pos++
@@ -495,12 +499,10 @@ func (e *Engine) sampleNext(t *task, i int, residual map[int][]float32, finish f
 		return
 	}
 	t.res.Tokens = append(t.res.Tokens, tok)
-	switch {
-	case len(t.res.Tokens) >= t.job.MaxTokens:
+	// Run refused jobs whose prompt and MaxTokens exceed the slot, so MaxTokens comes first.
+	if len(t.res.Tokens) >= t.job.MaxTokens {
 		finish(t, "max_tokens", nil)
-	case t.pos >= e.slotCtx:
-		finish(t, "context", nil)
-	default:
-		t.next = tok
+		return
 	}
+	t.next = tok
 }

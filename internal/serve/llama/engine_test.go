@@ -160,7 +160,7 @@ func TestEngineCallbacksAndLimits(t *testing.T) {
 	_, err = e.Run(bg, &serve.Job{Prompt: p, Layers: []int{9}})
 	require.ErrorContains(t, err, "layer 9")
 
-	// Two slots busy and one job queued: the next is refused; a cancelled job frees its slot.
+	// Jobs in both slots and one queued, all cancelled: each frees its slot or queue place.
 	block := make(chan struct{})
 	ctx, cancel := context.WithCancel(bg)
 	var wg sync.WaitGroup
@@ -184,11 +184,17 @@ func TestEngineCallbacksAndLimits(t *testing.T) {
 	close(block)
 	wg.Wait()
 	close(errs)
+	cancelled := 0
 	for err := range errs {
-		if err != nil {
-			require.True(t, errors.Is(err, context.Canceled) || errors.Is(err, serve.ErrQueueFull), "%v", err)
+		switch {
+		case errors.Is(err, context.Canceled):
+			cancelled++
+		case err != nil: // jobs sent before the scheduler admitted the first may find the queue full
+			require.ErrorIs(t, err, serve.ErrQueueFull)
 		}
 	}
+	// The job that held the scheduler in its callback was cancelled mid-generation (40 tokens).
+	assert.GreaterOrEqual(t, cancelled, 1)
 	busy, _, _ := e.Load()
 	assert.Zero(t, busy, "cancelled jobs freed their slots")
 	res, err = e.Run(bg, &serve.Job{Prompt: p, MaxTokens: 3})
