@@ -20,6 +20,9 @@ type LlamaConfig struct {
 	NCtx      int     // context length the model is trained for
 	RopeTheta float32 // RoPE base frequency
 	NormEps   float32 // RMSNorm epsilon
+	// Tokenizer is the vocabulary of a random model: "spm" (SentencePiece, llama 2 and
+	// Mistral; the default when empty) or "bpe" (GPT-2 byte-level BPE, Qwen and Llama 3).
+	Tokenizer string
 }
 
 // HeadDim is the size of one attention head.
@@ -117,15 +120,7 @@ func NewRandomLlama(cfg LlamaConfig, seed uint64) (*Llama, error) {
 	if err := cfg.CheckBuildable(); err != nil {
 		return nil, err
 	}
-	const fixed = 3 + 256
-	if cfg.NVocab < fixed+96 {
-		return nil, fmt.Errorf("model config: vocab %d is too small; need at least %d (controls, bytes, ASCII)", cfg.NVocab, fixed+96)
-	}
-	pieces, scores := tinyPieces(cfg.NVocab - fixed)
-	if len(pieces) < cfg.NVocab-fixed {
-		return nil, fmt.Errorf("model config: vocab %d is larger than the tiny piece list (%d)", cfg.NVocab, fixed+len(pieces))
-	}
-	vocab, err := NewSPMVocab(nil, pieces, scores)
+	vocab, err := NewTinyVocab(cfg.Tokenizer, cfg.NVocab)
 	if err != nil {
 		return nil, err
 	}

@@ -119,6 +119,27 @@ func VocabFromGGUF(g *gguf.File) (*Vocab, error) {
 	return v, nil
 }
 
+// NewTinyVocab builds the vocabulary of a random tiny model with n tokens: kind "spm" (or
+// empty) is an SPM vocabulary of controls, byte tokens and English pieces (at least 259 + 96
+// tokens); "bpe" is a GPT-2 byte-level BPE vocabulary.
+func NewTinyVocab(kind string, n int) (*Vocab, error) {
+	switch kind {
+	case "", "spm":
+		const fixed = 3 + 256
+		if n < fixed+96 {
+			return nil, fmt.Errorf("model config: vocab %d is too small; need at least %d (controls, bytes, ASCII)", n, fixed+96)
+		}
+		pieces, scores := tinyPieces(n - fixed)
+		if len(pieces) < n-fixed {
+			return nil, fmt.Errorf("model config: vocab %d is larger than the tiny piece list (%d)", n, fixed+len(pieces))
+		}
+		return NewSPMVocab(nil, pieces, scores)
+	case "bpe":
+		return nil, fmt.Errorf("model config: tokenizer bpe is not built yet")
+	}
+	return nil, fmt.Errorf("model config: tokenizer %q unknown (want spm or bpe)", kind)
+}
+
 // tinyPieces returns n SPM pieces for a tiny test vocabulary: the space marker, printable ASCII,
 // then prefixes of common English words (every prefix of a piece is itself a piece, so SPM's
 // pairwise merging can reach it). Scores favour longer pieces, so common words become one token.
