@@ -13,6 +13,9 @@ type Forward struct {
 	// AttnOut[l] is the attention block's output projection before it is added to the stream
 	// (llama.cpp's attn_out-l); MLPOut[l] is the feed-forward output (ffn_out-l).
 	AttnOut, MLPOut [][]float32
+	// AttnHeads[l] is the attention heads' output before the output projection, heads
+	// concatenated (llama.cpp's kqv_out-l), row-major [tokens][NHead·HeadDim].
+	AttnHeads [][]float32
 	// Logits is row-major [tokens][NVocab].
 	Logits []float32
 }
@@ -109,6 +112,7 @@ func (m *Llama) Reference(tokens []int32) (*Forward, error) {
 				xi[j] += proj[j]
 			}
 		}
+		out.AttnHeads = append(out.AttnHeads, toFloat32(att))
 		out.AttnOut = append(out.AttnOut, attnOut)
 		out.MLPOut = append(out.MLPOut, mlpOut)
 		out.Residual = append(out.Residual, toFloat32(x))
