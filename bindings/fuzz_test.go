@@ -248,7 +248,7 @@ func fuzzRun(path string) string {
 	if err != nil {
 		return "tokenize: " + err.Error()
 	}
-	if _, err := c.Capture(context.Background(), [][]int32{toks, toks[:1]}, CaptureSpec{Points: []Point{Residual, AttnOut, MLPOut}, Logits: true}); err != nil {
+	if _, err := c.Capture(context.Background(), [][]int32{toks, toks[:1]}, CaptureSpec{Points: []Point{Residual, AttnOut, MLPOut, AttnHeads}, Logits: true}); err != nil {
 		return "capture: " + err.Error()
 	}
 	g, err := c.Generate(context.Background(), toks, GenerateOptions{MaxTokens: 2, Sampler: SamplerOptions{Temperature: 0.7, Seed: 1}}, nil)

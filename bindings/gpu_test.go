@@ -90,7 +90,7 @@ func TestGPUCaptureMatchesCPU(t *testing.T) {
 				randomTokens(rng, 37, tc.cfg.NVocab), randomTokens(rng, 5, tc.cfg.NVocab),
 				randomTokens(rng, 64, tc.cfg.NVocab), randomTokens(rng, 1, tc.cfg.NVocab),
 			}
-			spec := CaptureSpec{Points: []Point{Residual, AttnOut, MLPOut}, Positions: PositionsAll, Logits: true}
+			spec := CaptureSpec{Points: []Point{Residual, AttnOut, MLPOut, AttnHeads}, Positions: PositionsAll, Logits: true}
 			capture := func(gpuLayers int) (*Activations, Info) {
 				free := gpuDevice(t).MemoryFree
 				// The CPU side uses no GPU at all: with GPULayers 0 alone, llama.cpp would still
@@ -132,8 +132,8 @@ func TestGPUCaptureMatchesCPU(t *testing.T) {
 			g, c := gpu.Residual(last), cpu.Residual(last)
 			assert.Greater(t, relMaxErr(g[d:], c[:len(c)-d]), tc.tol, "rows shifted by one")
 			logitErr := relMaxErr(gpu.Logits, cpu.Logits)
-			t.Logf("%s: worst relative difference GPU vs CPU over %d layers × 3 points × %d rows: %.2e (bound %.2g); logits %.2e",
-				tc.name, len(cpu.Layers), len(cpu.Rows), worst, tc.tol, logitErr)
+			t.Logf("%s: worst relative difference GPU vs CPU over %d layers × %d points × %d rows: %.2e (bound %.2g); logits %.2e",
+				tc.name, len(cpu.Layers), len(spec.Points), len(cpu.Rows), worst, tc.tol, logitErr)
 			assert.LessOrEqual(t, logitErr, tc.tol)
 		})
 	}

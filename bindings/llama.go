@@ -286,8 +286,13 @@ type Info struct {
 	// Family identifies the model across quantisations (the same for a file and its
 	// quantisations, see modelFamily).
 	Family string `json:"family"`
-	// Points are the capture points the architecture names in its graph.
-	Points []Point `json:"points"`
+	// Points are the capture points the model's graph offers, each with its graph tensor name
+	// and row width; GraphTensors are the other per-layer tensors the graph names. Both are
+	// filled by Model.InfoWithPoints only (discovered on its first call or the first
+	// capture); when discovery failed they are empty and PointsError says why.
+	Points       []PointInfo   `json:"points"`
+	GraphTensors []GraphTensor `json:"graph_tensors,omitempty"`
+	PointsError  string        `json:"points_error,omitempty"`
 	// GPULayers is how many of the model's Layers+1 layers (the blocks and the output layer,
 	// as llama.cpp counts them) were offloaded to a GPU.
 	GPULayers int `json:"gpu_layers"`
@@ -298,22 +303,36 @@ type Info struct {
 // Model is a loaded GGUF model. It is safe for concurrent use by several goroutines: each
 // goroutine makes its own Context. Close it after closing its contexts.
 type Model struct {
-	mu       sync.RWMutex
-	c        *C.struct_llama_model
-	vocab    *C.struct_llama_vocab
-	info     Info
-	nVocab   int32
-	byteFall bool            // the vocabulary has byte fallback tokens
-	pieces   map[string]bool // SPM pieces, when it has not: to validate text before tokenizing
+	mu     sync.RWMutex
+	c      *C.struct_llama_model
+	vocab  *C.struct_llama_vocab
+	info   Info
+	nVocab int32
+	// byteFall says every byte of a text has a token: SPM's byte fallback tokens <0xXX>, or
+	// the 256 byte-level characters of a GPT-2 BPE vocabulary (or a tokenizer not checked).
+	byteFall bool
+	pieces   map[string]bool // SPM pieces, when it has no byte fallback: to validate text before tokenizing
 	spm      bool
+	// bpe is set for a BPE ("gpt2") vocabulary: its pre-tokenizer bounds runs of one kind of
+	// character (maxBPERun). bpeNoByte marks the bytes such a vocabulary without all 256 byte
+	// tokens cannot spell (byteFall is then false): llama.cpp drops them without a word.
+	bpe       bool
+	bpeNoByte *[256]bool
 	// oneSeq is set for recurrent and hybrid architectures (mamba, rwkv, jamba, …): their
 	// memory splits a multi-sequence batch into equal-length pieces per sequence, so captured
 	// rows would not follow batch order; such models decode one sequence at a time.
 	oneSeq   bool
 	contexts atomic.Int32 // open contexts; read under mu's write lock by Close
+	// points (or pointsErr) is what the graph offers for capture, discovered once
+	// (graphPointsLocked); pointsMu guards both.
+	pointsMu  sync.Mutex
+	points    *GraphPoints
+	pointsErr error
 }
 
-// archsWithoutResidual are architectures whose llama.cpp graph does not name l_out-N.
+// archsWithoutResidual are architectures whose llama.cpp graph does not name l_out-N. Their
+// capture points are not discovered (CapturePoints fails without decoding): they are encoders,
+// vocoders or hybrids that capture does not support.
 var archsWithoutResidual = map[string]bool{
 	"bert": true, "nomic-bert": true, "nomic-bert-moe": true, "neo-bert": true, "jina-bert-v2": true,
 	"jina-bert-v3": true, "cogvlm": true, "lfm2": true, "lfm2moe": true, "plamo2": true,
@@ -395,9 +414,12 @@ func LoadModel(path string, opts ModelOptions) (*Model, error) {
 
 // checkVocab records whether text can be tokenized safely: llama.cpp's SPM tokenizer throws an
 // uncaught exception (killing the process) on a character that is neither a piece nor covered
-// by the 256 byte tokens.
+// by the 256 byte tokens, and its BPE tokenizer silently drops a byte that has no token.
+// Byte-level BPE ("gpt2") writes each byte as one character of GPT-2's bytes_to_unicode
+// alphabet, so a vocabulary holding those 256 tokens encodes every text.
 func (m *Model) checkVocab(g *gguf.File) error {
-	m.spm = g.String("tokenizer.ggml.model") == "llama"
+	model := g.String("tokenizer.ggml.model")
+	m.spm = model == "llama"
 	tv, present := g.Get("tokenizer.ggml.tokens")
 	toks, ok := tv.([]string)
 	// Every token must be unique, whatever the tokenizer: llama.cpp asserts that its
@@ -411,6 +433,20 @@ func (m *Model) checkVocab(g *gguf.File) error {
 	}
 	if present && !ok {
 		return fmt.Errorf("tokenizer.ggml.tokens is %T, not a list of strings", tv)
+	}
+	m.bpe = model == "gpt2"
+	if m.bpe && len(toks) > 0 {
+		var missing [256]bool
+		m.byteFall = true
+		for b := 0; b < 256; b++ {
+			if !set[string(byteLevelRune(byte(b)))] {
+				missing[b], m.byteFall = true, false
+			}
+		}
+		if !m.byteFall {
+			m.bpeNoByte = &missing
+		}
+		return nil
 	}
 	if !m.spm {
 		m.byteFall = true
@@ -430,6 +466,22 @@ func (m *Model) checkVocab(g *gguf.File) error {
 		m.pieces = set
 	}
 	return nil
+}
+
+// byteLevelRune is the character GPT-2's bytes_to_unicode writes byte b as: printable Latin-1
+// as itself, the other 68 bytes as U+0100 onwards in byte order (a space is "Ġ").
+func byteLevelRune(b byte) rune {
+	printable := func(c int) bool { return c >= 0x21 && c <= 0x7E || c >= 0xA1 && c <= 0xAC || c >= 0xAE }
+	if printable(int(b)) {
+		return rune(b)
+	}
+	n := 0
+	for c := 0; c < int(b); c++ {
+		if !printable(c) {
+			n++
+		}
+	}
+	return rune(256 + n)
 }
 
 func (m *Model) readInfo(g *gguf.File, path, fp string) Info {
@@ -456,9 +508,6 @@ func (m *Model) readInfo(g *gguf.File, path, fp string) Info {
 		VocabSize: int(m.nVocab), Params: uint64(C.llama_model_n_params(m.c)),
 		SizeBytes: uint64(C.llama_model_size(m.c)), FileType: ft, Fingerprint: fp,
 	}
-	if !archsWithoutResidual[arch] {
-		info.Points = []Point{Residual, AttnOut, MLPOut}
-	}
 	return info
 }
 
@@ -479,10 +528,21 @@ func dominantType(g *gguf.File) string {
 	return best.String()
 }
 
-// Info describes the model.
-func (m *Model) Info() Info {
+// Info describes the model from its metadata, without its capture points (Points is empty):
+// it never decodes. InfoWithPoints adds them.
+func (m *Model) Info() Info { return m.info }
+
+// InfoWithPoints is Info with the capture points the model's graph offers, discovered on the
+// first call (CapturePoints decodes two tokens on a scratch context; later calls are cheap).
+// When discovery fails, Points is empty and PointsError says why.
+func (m *Model) InfoWithPoints() Info {
 	info := m.info
-	info.Points = append([]Point(nil), m.info.Points...)
+	g, err := m.CapturePoints()
+	if err != nil {
+		info.PointsError = err.Error()
+		return info
+	}
+	info.Points, info.GraphTensors = g.Points, g.Other
 	return info
 }
 

@@ -18,7 +18,8 @@ import (
 func TestInfo(t *testing.T) {
 	cfg := models.LlamaConfig{NEmbd: 128, NLayer: 3, NHead: 8, NHeadKV: 2, NFF: 256, NVocab: 600, NCtx: 256, RopeTheta: 10000, NormEps: 1e-5}
 	_, m, path := loadTiny(t, cfg, 5)
-	info := m.Info()
+	assert.Empty(t, m.Info().Points, "Info reads metadata only, it does not decode")
+	info := m.InfoWithPoints()
 	kv := cfg.NHeadKV * cfg.HeadDim()
 	params := 2*cfg.NEmbd*cfg.NVocab + cfg.NEmbd +
 		cfg.NLayer*(2*cfg.NEmbd+2*cfg.NEmbd*cfg.NEmbd+2*cfg.NEmbd*kv+3*cfg.NEmbd*cfg.NFF)
@@ -26,8 +27,10 @@ func TestInfo(t *testing.T) {
 		Path: path, Arch: "llama", Name: "probe-tiny", Description: info.Description,
 		Layers: 3, Embd: 128, Heads: 8, KVHeads: 2, CtxTrain: 256, VocabSize: 600,
 		Params: uint64(params), SizeBytes: uint64(4 * params), FileType: "F32",
-		Fingerprint: info.Fingerprint, Family: info.Family, Points: []Point{Residual, AttnOut, MLPOut},
+		Fingerprint: info.Fingerprint, Family: info.Family, GraphTensors: info.GraphTensors,
+		Points: []PointInfo{{Residual, "l_out", 128, nil}, {AttnOut, "attn_out", 128, nil}, {MLPOut, "ffn_out", 128, nil}, {AttnHeads, "kqv_out", 128, nil}},
 	}, info)
+	assert.Contains(t, info.GraphTensors, GraphTensor{Name: "attn_norm", Layers: 3, Widths: []int{128}}, "the graph's other tensors are listed")
 	assert.Regexp(t, `^sha256:[0-9a-f]{32}$`, info.Family, "the family's value is tested in TestModelFamily")
 	assert.Contains(t, info.Description, "llama")
 	assert.Regexp(t, `^sha256:[0-9a-f]{32}$`, info.Fingerprint)

@@ -9,6 +9,7 @@ import "C"
 import (
 	"errors"
 	"fmt"
+	"unicode"
 	"unicode/utf8"
 	"unsafe"
 )
@@ -19,9 +20,48 @@ var ErrEmptyPrompt = errors.New("empty prompt")
 // maxTextBytes bounds the text Tokenize accepts (llama.cpp counts in int32).
 const maxTextBytes = 1 << 28
 
+// maxBPERun bounds how many characters of one class (letters, digits, whitespace, anything
+// else) may follow each other in text for a BPE vocabulary. llama.cpp's BPE pre-tokenizers
+// split text with regexes, most of them (Qwen2's among them) run by std::regex, whose matcher
+// recurses once per character it matches: a run of about 30,000 letters or spaces overflows
+// an 8 MiB thread stack and kills the process (measured with Qwen2's pre-tokenizer). 4096
+// stays within 2 MiB. SPM tokenizers use no regex and have no such bound.
+const maxBPERun = 4096
+
+// checkBPERuns refuses text with a run of more than maxBPERun characters of one class.
+func checkBPERuns(text string) error {
+	class := func(r rune) int {
+		switch {
+		case unicode.IsSpace(r):
+			return 0
+		case unicode.IsLetter(r):
+			return 1
+		case unicode.IsNumber(r):
+			return 2
+		}
+		return 3
+	}
+	prev, run := -1, 0
+	for i, r := range text {
+		if c := class(r); c == prev {
+			run++
+		} else {
+			prev, run = c, 1
+		}
+		if run > maxBPERun {
+			return fmt.Errorf("tokenize: more than %d %s in a row (at byte %d): llama.cpp's BPE pre-tokenizer would overflow its stack",
+				maxBPERun, [...]string{"whitespace characters", "letters", "digits", "symbols"}[prev], i)
+		}
+	}
+	return nil
+}
+
 // Tokenize converts text to token ids with the model's tokenizer. addSpecial adds BOS/EOS as
 // the model is configured to; parseSpecial turns control-token text such as "<s>" into the
-// control token instead of plain text. Text that is not valid UTF-8 is an error.
+// control token instead of plain text. Text that is not valid UTF-8 is an error, and so is
+// text llama.cpp cannot tokenize without killing the process or losing part of it: for an SPM
+// vocabulary without byte tokens, a character that is not a piece; for a BPE vocabulary, a
+// byte without a token or a run of more than maxBPERun characters of one class.
 func (m *Model) Tokenize(text string, addSpecial, parseSpecial bool) ([]int32, error) {
 	if err := m.acquire(); err != nil {
 		return nil, err
@@ -33,7 +73,22 @@ func (m *Model) Tokenize(text string, addSpecial, parseSpecial bool) ([]int32, e
 	if !utf8.ValidString(text) {
 		return nil, errors.New("tokenize: text is not valid UTF-8")
 	}
-	if !m.byteFall {
+	if m.bpe {
+		if err := checkBPERuns(text); err != nil {
+			return nil, err
+		}
+	}
+	if !m.byteFall && m.bpeNoByte != nil {
+		// A byte-level BPE vocabulary lacking some of the 256 byte tokens: llama.cpp would drop
+		// those bytes.
+		for i := 0; i < len(text); i++ {
+			if m.bpeNoByte[text[i]] {
+				return nil, fmt.Errorf("tokenize: byte 0x%02X of the text has no token in the BPE vocabulary", text[i])
+			}
+		}
+	} else if !m.byteFall {
+		// An SPM vocabulary without byte tokens: every character, a space as "▁", must be a
+		// piece.
 		for _, r := range text {
 			piece := string(r)
 			if r == ' ' {

@@ -55,6 +55,20 @@ func TestArchRoundTrip(t *testing.T) {
 	}
 }
 
+// TestBPEConfigRoundTrip: a qwen2 with the BPE vocabulary reads back as one.
+func TestBPEConfigRoundTrip(t *testing.T) {
+	cfg := TinyArchConfig(ArchQwen2)
+	cfg.Tokenizer = "bpe"
+	m, err := NewRandomLlama(cfg, 2)
+	require.NoError(t, err)
+	path := filepath.Join(t.TempDir(), "q.gguf")
+	require.NoError(t, m.WriteGGUF(path))
+	back, err := LoadLlama(path)
+	require.NoError(t, err)
+	assert.Equal(t, cfg, back.Config)
+	assert.Equal(t, m.Vocab, back.Vocab)
+}
+
 // TestLlamaWeightsUnchanged: a llama draws the same weights for a seed as before the other
 // architectures existed (first values recorded from the earlier generator).
 func TestLlamaWeightsUnchanged(t *testing.T) {

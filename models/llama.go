@@ -129,7 +129,7 @@ type Llama struct {
 	OutputNorm []float32 // [NEmbd]
 	Output     []float32 // {NEmbd, NVocab}; the same slice as TokenEmbd when tied
 
-	Name       string
+	Name string
 	// ChatTemplate, when set, is written as tokenizer.chat_template: the Jinja text a chat
 	// model ships, which llama.cpp recognises by its markers.
 	ChatTemplate string
@@ -351,6 +351,9 @@ func LoadLlama(path string) (*Llama, error) {
 		return nil, fmt.Errorf("load %q: %w", path, err)
 	}
 	c.NVocab = vocab.Size()
+	if vocab.Model == ModelBPE {
+		c.Tokenizer = "bpe"
+	}
 	if err := c.Validate(); err != nil {
 		return nil, fmt.Errorf("load %q: %w", path, err)
 	}

@@ -132,7 +132,8 @@ func (p *Probe) CheckStep() error {
 // score is Σ_k (s_k − mean_k)/sd_k / K. With clean nil the members' scores are averaged as
 // they are (Center 0, Scale 1), so an ensemble of one probe, or of identical probes, scores
 // exactly as the probe does. The ensemble is not calibrated: call CalibrateSource. Members
-// that are ensembles are flattened into their members.
+// that are ensembles are flattened into their members. Every member must be for the same model
+// and read the same capture point.
 func NewEnsemble(probes []*Probe, clean RowSource) (*Probe, error) {
 	var flat []*Probe
 	for _, q := range probes {
@@ -156,6 +157,11 @@ func NewEnsemble(probes []*Probe, clean RowSource) (*Probe, error) {
 		}
 		if err := q.Validate(); err != nil {
 			return nil, fmt.Errorf("ensemble member %d: %w", k, err)
+		}
+		if q.Point != first.Point {
+			// A feature is a layer and a position: the rows of every member come from one
+			// capture point.
+			return nil, fmt.Errorf("ensemble member %d reads capture point %q, member 0 %q: the members of an ensemble read one point", k, q.Point, first.Point)
 		}
 		m := Member{Probe: q, Scale: 1, Weight: 1 / float64(len(flat))}
 		if clean != nil {

@@ -116,6 +116,13 @@ func TestEnsembleFusesFeatures(t *testing.T) {
 	other.Model.Fingerprint = "sha256:other"
 	_, err = NewEnsemble([]*Probe{pa, other}, nil)
 	require.ErrorIs(t, err, ErrModelMismatch)
+
+	// Members of another capture point: a feature (layer, position) could not say which rows.
+	mlp := new(Probe)
+	require.NoError(t, json.Unmarshal(raw, mlp))
+	mlp.Point = PointMLPOut
+	_, err = NewEnsemble([]*Probe{pa, mlp}, nil)
+	require.EqualError(t, err, `ensemble member 1 reads capture point "mlp_out", member 0 "residual": the members of an ensemble read one point`)
 }
 
 func meanSD(xs []float64) (float64, float64) {

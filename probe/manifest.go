@@ -23,6 +23,13 @@ const (
 	// PointResidual is the residual stream after a transformer block
 	// (llama.cpp's l_out-N).
 	PointResidual = "residual"
+	// PointAttnOut and PointMLPOut are the attention and feed-forward outputs
+	// of a block; PointAttnHeads is the attention heads' output before the
+	// output projection, n_head·head_dim wide, which need not be n_embd. See
+	// bindings' capture points for the graph tensors they are read from.
+	PointAttnOut   = "attn_out"
+	PointMLPOut    = "mlp_out"
+	PointAttnHeads = "attn_heads"
 
 	// DTypeF32 and DTypeF16 are the storage types of a store's shards. Rows
 	// are always returned as float32.
@@ -135,7 +142,9 @@ func (m *Manifest) validateHeader() error {
 	if m.NEmbd <= 0 {
 		return manifestErrorf("n_embd %d must be positive", m.NEmbd)
 	}
-	if m.Model.NEmbd != 0 && m.Model.NEmbd != m.NEmbd {
+	// n_embd is the width of the point's rows: the model's n_embd, except for the heads'
+	// output.
+	if m.Model.NEmbd != 0 && m.Model.NEmbd != m.NEmbd && m.Point != PointAttnHeads {
 		return manifestErrorf("n_embd %d differs from the model's %d", m.NEmbd, m.Model.NEmbd)
 	}
 	if len(m.Layers) == 0 {

@@ -142,7 +142,7 @@ func (p *Probe) Save(path string) error {
 }
 
 // capturePoints are the capture points a probe can read (bindings' names).
-var capturePoints = []string{PointResidual, "attn_out", "mlp_out"}
+var capturePoints = []string{PointResidual, PointAttnOut, PointMLPOut, PointAttnHeads}
 
 // requiredFields are the fields of a probe file its verdict depends on. A file must give each
 // one: a missing layer or threshold would otherwise read as 0, and a missing fingerprint as

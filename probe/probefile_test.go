@@ -49,7 +49,7 @@ func TestProbeFileRequiredFields(t *testing.T) {
 		{"unknown method", func(m map[string]any) { m["method"] = "svm" }, `method "svm" unknown`},
 		{"no position", func(m map[string]any) { delete(m, "position") }, `no "position" field`},
 		{"unknown position", func(m map[string]any) { m["position"] = "first" }, `position "first"`},
-		{"unknown point", func(m map[string]any) { m["point"] = "kq" }, `capture point "kq" unknown`},
+		{"unknown point", func(m map[string]any) { m["point"] = "kq" }, `capture point "kq" unknown (want residual, attn_out, mlp_out, attn_heads)`},
 		{"no version", func(m map[string]any) { delete(m, "version") }, `no "version" field`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

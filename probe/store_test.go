@@ -438,6 +438,25 @@ func TestManifestValidate(t *testing.T) {
 		c.fn(&m)
 		require.ErrorIs(t, m.Validate(), ErrManifest, c.name)
 	}
+
+	// The heads' output (attn_heads) is n_head·head_dim wide, which need not be the model's
+	// n_embd; every other point's rows are n_embd wide.
+	for _, tc := range []struct {
+		point string
+		err   string
+	}{
+		{PointAttnHeads, ""},
+		{PointResidual, "n_embd 8 differs from the model's 9"},
+		{PointMLPOut, "n_embd 8 differs from the model's 9"},
+	} {
+		m := good
+		m.Point, m.Model.NEmbd = tc.point, 9
+		if tc.err == "" {
+			require.NoError(t, m.Validate(), tc.point)
+		} else {
+			require.ErrorContains(t, m.Validate(), tc.err, tc.point)
+		}
+	}
 }
 
 // FuzzManifest checks that ParseManifest never panics and that an accepted

@@ -162,7 +162,8 @@ func runCalibrateGenerations(cmd *cobra.Command, mf *modelFlags, probePath, file
 	}
 	defer m.Close()
 	defer c.Close()
-	if err := checkProbeModel(cmd.ErrOrStderr(), p, m.Info()); err != nil {
+	point, err := checkProbeModel(cmd.ErrOrStderr(), p, m)
+	if err != nil {
 		return err
 	}
 	if err := tokenizeChat(m, items, c.Options().NCtx, mf.chatTemplate); err != nil {
@@ -183,7 +184,7 @@ func runCalibrateGenerations(cmd *cobra.Command, mf *modelFlags, probePath, file
 	if len(gens) == 0 {
 		return fmt.Errorf("--generations %s has no clean generations: every line is labelled true", file)
 	}
-	rows, err := captureGenerations(cmd.Context(), c, gens, p.Layers())
+	rows, err := captureGenerations(cmd.Context(), c, gens, point, p.Layers())
 	if err != nil {
 		return err
 	}

@@ -10,24 +10,25 @@ import (
 
 // captureRows runs tokenized prompts (see tokenizeItems) through the context in chunks of its
 // NSeq prompts, one Capture call per chunk as probe dump does, and returns for each layer a
-// matrix with one row per prompt, in the order of items: the residual stream after that block
-// at the last prompt token (pos last) or averaged over the prompt (pos mean). prog, if not nil,
-// is advanced after each chunk. Memory is one row per prompt and layer, whatever the prompts'
-// lengths.
-func captureRows(ctx context.Context, c *bindings.Context, items []promptItem, layers []int, pos bindings.Positions, prog *progress) (map[int]*probe.Matrix, error) {
+// matrix with one row per prompt, in the order of items: the capture point (the residual
+// stream after that block, …) at the last prompt token (pos last) or averaged over the prompt
+// (pos mean). prog, if not nil, is advanced after each chunk. Memory is one row per prompt and
+// layer, whatever the prompts' lengths.
+func captureRows(ctx context.Context, c *bindings.Context, items []promptItem, point bindings.Point, layers []int, pos bindings.Positions, prog *progress) (map[int]*probe.Matrix, error) {
 	if pos != bindings.PositionsLast && pos != bindings.PositionsMean {
 		return nil, fmt.Errorf("capture: positions %q: want last or mean", pos)
 	}
-	d := c.Model().Info().Embd
 	out := make(map[int]*probe.Matrix, len(layers))
-	for _, l := range layers {
-		out[l] = probe.NewMatrix(len(items), d, nil)
-	}
-	spec := bindings.CaptureSpec{Layers: layers, Positions: pos}
+	spec := bindings.CaptureSpec{Layers: layers, Points: []bindings.Point{point}, Positions: pos}
 	err := captureChunks(ctx, c, items, spec, func(start int, batch []promptItem, acts *bindings.Activations, ntok int) error {
+		d := acts.Width(point)
 		for k, l := range acts.Layers {
-			res := acts.Residual(l)
+			res := acts.Get(point, l)
 			m := out[layers[k]]
+			if m == nil {
+				m = probe.NewMatrix(len(items), d, nil)
+				out[layers[k]] = m
+			}
 			for r, row := range acts.Rows {
 				copy(m.Row(start+row.Seq), res[r*d:(r+1)*d])
 			}
@@ -39,6 +40,11 @@ func captureRows(ctx context.Context, c *bindings.Context, items []promptItem, l
 	})
 	if err != nil {
 		return nil, err
+	}
+	for _, l := range layers {
+		if out[l] == nil { // no prompts
+			out[l] = probe.NewMatrix(0, 0, nil)
+		}
 	}
 	if prog != nil {
 		prog.finish()

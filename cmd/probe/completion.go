@@ -35,10 +35,10 @@ func (g *generationRows) rows(layer, i int) *probe.Matrix {
 }
 
 // captureGenerations runs prompt + completion through the model, several sequences per decode,
-// and keeps, at each layer, the rows that produced the completion's tokens. Every item needs a
-// non-empty prompt and completion that fit the context together.
-func captureGenerations(ctx context.Context, c *bindings.Context, items []completionItem, layers []int) (*generationRows, error) {
-	d := c.Model().Info().Embd
+// and keeps, at each layer, the rows of the capture point (the residual stream, …) that
+// produced the completion's tokens. Every item needs a non-empty prompt and completion that
+// fit the context together.
+func captureGenerations(ctx context.Context, c *bindings.Context, items []completionItem, point bindings.Point, layers []int) (*generationRows, error) {
 	nctx := c.Options().NCtx
 	out := &generationRows{X: map[int]*probe.Matrix{}, Start: make([]int, len(items)), N: make([]int, len(items))}
 	total := 0
@@ -59,14 +59,16 @@ func captureGenerations(ctx context.Context, c *bindings.Context, items []comple
 		toks = append(toks, it.Completion[:len(it.Completion)-1]...)
 		seqs[i] = promptItem{ID: it.ID, Tokens: toks}
 	}
-	for _, l := range layers {
-		out.X[l] = probe.NewMatrix(total, d, nil)
-	}
-	spec := bindings.CaptureSpec{Layers: layers, Positions: bindings.PositionsAll}
+	spec := bindings.CaptureSpec{Layers: layers, Points: []bindings.Point{point}, Positions: bindings.PositionsAll}
 	err := captureChunks(ctx, c, seqs, spec, func(start int, batch []promptItem, acts *bindings.Activations, _ int) error {
+		d := acts.Width(point)
 		for k, l := range acts.Layers {
-			res := acts.Residual(l)
+			res := acts.Get(point, l)
 			m := out.X[layers[k]]
+			if m == nil {
+				m = probe.NewMatrix(total, d, nil)
+				out.X[layers[k]] = m
+			}
 			for r, row := range acts.Rows {
 				i := start + row.Seq
 				j := row.Pos - (len(items[i].Prompt) - 1)
@@ -80,6 +82,11 @@ func captureGenerations(ctx context.Context, c *bindings.Context, items []comple
 	})
 	if err != nil {
 		return nil, err
+	}
+	for _, l := range layers {
+		if out.X[l] == nil { // no items
+			out.X[l] = probe.NewMatrix(0, 0, nil)
+		}
 	}
 	return out, nil
 }

@@ -236,7 +236,7 @@ func demoGenerationMonitors(ctx context.Context, c *bindings.Context, f *demoFla
 			return err
 		}
 		logf("%s backdoor: generation monitor: fitting %s at layer %d on the generated tokens of %d teacher-forced training answers", bd, base.Label, mon.Layer, len(train))
-		rows, err := captureGenerations(ctx, c, items, layers)
+		rows, err := captureGenerations(ctx, c, items, bindings.Residual, layers)
 		if err != nil {
 			return err
 		}
@@ -255,7 +255,7 @@ func demoGenerationMonitors(ctx context.Context, c *bindings.Context, f *demoFla
 		if err != nil {
 			return err
 		}
-		if rows, err = captureGenerations(ctx, c, items, layers); err != nil {
+		if rows, err = captureGenerations(ctx, c, items, bindings.Residual, layers); err != nil {
 			return err
 		}
 		mon.CalibGenerations = len(calib)
@@ -292,7 +292,7 @@ func demoGenerationMonitors(ctx context.Context, c *bindings.Context, f *demoFla
 		if err != nil {
 			return err
 		}
-		if rows, err = captureGenerations(ctx, c, items, layers); err != nil {
+		if rows, err = captureGenerations(ctx, c, items, bindings.Residual, layers); err != nil {
 			return err
 		}
 		validScores := map[*probe.Probe][][]float64{}

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -24,6 +25,7 @@ type dumpFlags struct {
 	input     string
 	text      bool
 	layers    string
+	points    string // comma list of capture points; "" is residual
 	positions string
 	dtype     string
 	out       string
@@ -37,10 +39,15 @@ func newDumpCmd() *cobra.Command {
 	var f dumpFlags
 	c := &cobra.Command{
 		Use:   "dump -m MODEL (--prompt TEXT… | -i PROMPTS.jsonl) -o DIR",
-		Short: "Capture residual-stream activations for prompts into an activation store",
+		Short: "Capture activations (the residual stream, or other capture points) for prompts into an activation store",
 		Long: `dump runs prompts through the model and writes the residual stream at the chosen layers and
 positions to DIR: manifest.json and shard-NNNNN.safetensors files holding one tensor layer.N of
-shape [rows, n_embd] per layer. Input is --prompt (repeatable), or -i FILE of JSONL lines
+shape [rows, n_embd] per layer. --points chooses what is captured: residual (the default),
+attn_out, mlp_out or attn_heads (the attention heads' output before the output projection,
+n_head·head_dim wide), as far as the model's graph offers them (probe info lists them). With
+one point the store is DIR, its manifest's point that point and its n_embd the point's width;
+with several, DIR/<point>/ holds one complete store per point, all from the same forward
+passes, and --json prints one summary line per store. Input is --prompt (repeatable), or -i FILE of JSONL lines
 {"id", "prompt", "label", "group"} (label true/false or 1/0, optional; other fields are kept),
 or -i FILE --text with one prompt per line. Shards are written under a temporary name and
 renamed when complete; Ctrl-C or SIGTERM stops cleanly, and --resume continues after a kill.
@@ -55,6 +62,7 @@ renamed when complete; Ctrl-C or SIGTERM stops cleanly, and --resume continues a
 	fl.StringVarP(&f.input, "input", "i", "", "JSONL prompt file ('-' for stdin)")
 	fl.BoolVar(&f.text, "text", false, "the input file holds one plain-text prompt per line")
 	fl.StringVar(&f.layers, "layers", "all", "layers: all, or a list such as 0,4,-1 or 2-5")
+	fl.StringVar(&f.points, "points", string(bindings.Residual), "capture points, a comma list of residual, attn_out, mlp_out, attn_heads (several: one store per point in DIR/<point>/)")
 	fl.StringVar(&f.positions, "positions", "last", "token positions kept: all, last or mean")
 	fl.StringVar(&f.dtype, "dtype", "f32", "stored type: f32 or f16")
 	fl.StringVarP(&f.out, "output", "o", "", "output directory")
@@ -92,6 +100,9 @@ func runDump(cmd *cobra.Command, f *dumpFlags) error {
 	if _, err := bindings.ParsePositions(f.positions); err != nil {
 		return err
 	}
+	if _, err := parsePoints(f.points); err != nil {
+		return err
+	}
 	if f.dtype != probe.DTypeF32 && f.dtype != probe.DTypeF16 {
 		return fmt.Errorf("--dtype %q: want f32 or f16", f.dtype)
 	}
@@ -110,18 +121,119 @@ func runDump(cmd *cobra.Command, f *dumpFlags) error {
 	if len(items) == 0 {
 		return fmt.Errorf("shard %d/%d holds no prompts", si, sn)
 	}
-	man, err := dumpPrompts(cmd.Context(), f, items, fmt.Sprintf("%d/%d", si, sn), cmd.ErrOrStderr())
+	stores, err := dumpPrompts(cmd.Context(), f, items, fmt.Sprintf("%d/%d", si, sn), cmd.ErrOrStderr())
 	if err != nil {
 		return err
 	}
-	return printDumpSummary(cmd, f, man)
+	for _, s := range stores {
+		if err := printDumpSummary(cmd, f, s); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// parsePoints parses --points: a comma list of capture points, each once ("" is residual).
+func parsePoints(s string) ([]bindings.Point, error) {
+	if strings.TrimSpace(s) == "" {
+		return []bindings.Point{bindings.Residual}, nil
+	}
+	var out []bindings.Point
+	for _, part := range strings.Split(s, ",") {
+		p, err := bindings.ParsePoint(strings.TrimSpace(part))
+		if err != nil {
+			return nil, fmt.Errorf("--points %q: %w", s, err)
+		}
+		if slices.Contains(out, p) {
+			return nil, fmt.Errorf("--points %q: %s given twice", s, p)
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// pointWidths returns the row width of each point in the model's graph at the layers, or an
+// error naming the points the graph offers when it lacks one, or the layers where a point's
+// width changes (heads of per-layer sizes: a store has one width).
+func pointWidths(graph *bindings.GraphPoints, points []bindings.Point, layers []int) ([]int, error) {
+	widths := make([]int, len(points))
+	for i, p := range points {
+		pi, err := graph.Lookup(p)
+		if err != nil {
+			return nil, fmt.Errorf("--points: %w", err)
+		}
+		widths[i] = pi.Width
+		if pi.Width > 0 {
+			continue
+		}
+		for _, l := range layers {
+			if l >= len(pi.Widths) {
+				continue
+			}
+			if w := pi.Widths[l]; widths[i] == 0 {
+				widths[i] = w
+			} else if w != widths[i] {
+				return nil, fmt.Errorf("--points: capture point %s has rows of %d values at layer %d and %d at layer %d: dump those layers separately (--layers)", p, widths[i], layers[0], w, l)
+			}
+		}
+	}
+	return widths, nil
+}
+
+// dumpedStore is one store a dump wrote: its directory and final manifest.
+type dumpedStore struct {
+	dir string
+	man *probe.Manifest
+}
+
+// pointStore is the store of one capture point during a dump.
+type pointStore struct {
+	point bindings.Point
+	dir   string
+	w     *probe.StoreWriter
+}
+
+// checkPointLayout refuses to resume DIR with a --points that does not match how it was laid
+// out: one store in DIR for one point, one store per point in DIR/<point>/ for several.
+func checkPointLayout(dir string, points []bindings.Point) error {
+	names := func(ps []bindings.Point) string {
+		var out []string
+		for _, p := range ps {
+			out = append(out, string(p))
+		}
+		return strings.Join(out, ",")
+	}
+	if len(points) > 1 {
+		if m, err := probe.LoadManifest(dir); err == nil {
+			return fmt.Errorf("cannot resume %s: it holds the store of one capture point (%s), not one store per point; resume it with --points %s", dir, m.Point, m.Point)
+		}
+		return nil
+	}
+	if _, err := os.Stat(filepath.Join(dir, probe.ManifestName)); err == nil {
+		return nil
+	}
+	var found []bindings.Point
+	for _, p := range bindings.AllPoints() {
+		if _, err := os.Stat(filepath.Join(dir, string(p), probe.ManifestName)); err == nil {
+			found = append(found, p)
+		}
+	}
+	if len(found) > 0 {
+		return fmt.Errorf("cannot resume %s: it holds one store per capture point (%s); resume it with --points %s", dir, names(found), names(found))
+	}
+	return nil
 }
 
 // dumpPrompts captures items with the model and settings of f into the store f.out (resuming
-// it with f.resume) and returns its final manifest. shard names the part of the input this
-// is ("0/1" for all of it). Progress goes to stderr.
-func dumpPrompts(ctx context.Context, f *dumpFlags, items []promptItem, shard string, stderr io.Writer) (*probe.Manifest, error) {
+// it with f.resume), or with several --points into one store per point under f.out, all from
+// the same forward passes, and returns the final stores. shard names the part of the input
+// this is ("0/1" for all of it). Progress goes to stderr.
+func dumpPrompts(ctx context.Context, f *dumpFlags, items []promptItem, shard string, stderr io.Writer) ([]dumpedStore, error) {
 	positions, err := bindings.ParsePositions(f.positions)
+	if err != nil {
+		return nil, err
+	}
+	points, err := parsePoints(f.points)
 	if err != nil {
 		return nil, err
 	}
@@ -129,6 +241,8 @@ func dumpPrompts(ctx context.Context, f *dumpFlags, items []promptItem, shard st
 		if err := checkFreshDir(f.out); err != nil {
 			return nil, err
 		}
+	} else if err := checkPointLayout(f.out, points); err != nil {
+		return nil, err
 	}
 	m, c, err := f.mf.open()
 	if err != nil {
@@ -141,40 +255,77 @@ func dumpPrompts(ctx context.Context, f *dumpFlags, items []promptItem, shard st
 	if err != nil {
 		return nil, err
 	}
-	if err := tokenizeChat(m, items, c.Options().NCtx, f.mf.chatTemplate); err != nil {
-		return nil, err
-	}
-	meta := probe.Manifest{
-		Model: probe.ModelInfo{Path: info.Path, Fingerprint: info.Fingerprint, Family: info.Family, FileType: info.FileType,
-			Arch: info.Arch, NEmbd: info.Embd, NLayer: info.Layers},
-		Layers: layers, Point: probe.PointResidual, Positions: positions, DType: f.dtype, NEmbd: info.Embd,
-		Meta: map[string]string{"tool": "probe " + version, "kv_type": f.mf.kvType, "shard": shard, "prompt_set": promptSetHash(items)},
-	}
-	opts := probe.StoreOptions{ShardBytes: int64(f.shardMB) << 20}
-	var w *probe.StoreWriter
-	if f.resume {
-		w, err = resumeDump(f.out, meta, opts)
-	} else {
-		w, err = probe.CreateStore(f.out, meta, opts)
-	}
+	graph, err := m.CapturePoints()
 	if err != nil {
 		return nil, err
 	}
-	if f.resume {
-		if err := checkResumedPrompts(w.Manifest(), items); err != nil {
-			return nil, fmt.Errorf("cannot resume %s: %w", f.out, err)
-		}
+	widths, err := pointWidths(graph, points, layers)
+	if err != nil {
+		return nil, err
 	}
-	todo := slices.DeleteFunc(slices.Clone(items), func(it promptItem) bool { return w.Done(it.ID) })
+	if err := tokenizeChat(m, items, c.Options().NCtx, f.mf.chatTemplate); err != nil {
+		return nil, err
+	}
+	opts := probe.StoreOptions{ShardBytes: int64(f.shardMB) << 20}
+	var stores []*pointStore
+	flushAll := func() error {
+		var errs []error
+		for _, s := range stores {
+			errs = append(errs, s.w.Flush())
+		}
+		return errors.Join(errs...)
+	}
+	for i, p := range points {
+		dir := f.out
+		if len(points) > 1 {
+			dir = filepath.Join(f.out, string(p))
+		}
+		meta := probe.Manifest{
+			Model: probe.ModelInfo{Path: info.Path, Fingerprint: info.Fingerprint, Family: info.Family, FileType: info.FileType,
+				Arch: info.Arch, NEmbd: info.Embd, NLayer: info.Layers},
+			Layers: layers, Point: string(p), Positions: positions, DType: f.dtype, NEmbd: widths[i],
+			Meta: map[string]string{"tool": "probe " + version, "kv_type": f.mf.kvType, "shard": shard, "prompt_set": promptSetHash(items)},
+		}
+		var w *probe.StoreWriter
+		if f.resume {
+			w, err = resumeDump(dir, meta, opts)
+		} else {
+			w, err = probe.CreateStore(dir, meta, opts)
+		}
+		if err == nil && f.resume {
+			if err = checkResumedPrompts(w.Manifest(), items); err != nil {
+				err = fmt.Errorf("cannot resume %s: %w", dir, err)
+			}
+		}
+		if err != nil {
+			return nil, errors.Join(err, flushAll())
+		}
+		stores = append(stores, &pointStore{point: p, dir: dir, w: w})
+	}
+	// A prompt is done once every store holds it (a kill can leave one store ahead).
+	todo := slices.DeleteFunc(slices.Clone(items), func(it promptItem) bool {
+		for _, s := range stores {
+			if !s.w.Done(it.ID) {
+				return false
+			}
+		}
+		return true
+	})
 	if f.resume && len(todo) < len(items) {
 		fmt.Fprintf(stderr, "resuming: %d of %d prompts already dumped\n", len(items)-len(todo), len(items))
 	}
-	spec := bindings.CaptureSpec{Layers: layers, Positions: positions}
+	spec := bindings.CaptureSpec{Layers: layers, Points: points, Positions: positions}
 	prog := newProgress(stderr, len(todo), "dump")
 	done := 0
 	err = captureChunks(ctx, c, todo, spec, func(start int, batch []promptItem, acts *bindings.Activations, ntok int) error {
-		if err := appendActs(w, m, batch, acts); err != nil {
+		exs, err := dumpExamples(m, batch)
+		if err != nil {
 			return err
+		}
+		for _, s := range stores {
+			if err := appendActs(s.w, exs, acts, s.point); err != nil {
+				return err
+			}
 		}
 		done = start + len(batch)
 		prog.add(len(batch), ntok)
@@ -185,16 +336,20 @@ func dumpPrompts(ctx context.Context, f *dumpFlags, items []promptItem, shard st
 	})
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil, interrupted(w, f.out, done, len(todo))
+			return nil, interrupted(flushAll, f.out, done, len(todo))
 		}
-		return nil, keepDumped(w, err)
+		return nil, keepDumped(flushAll, err)
 	}
 	prog.finish()
-	if err := w.Close(); err != nil {
-		return nil, err
+	var out []dumpedStore
+	for _, s := range stores {
+		if err := s.w.Close(); err != nil {
+			return nil, err
+		}
+		man := s.w.Manifest()
+		out = append(out, dumpedStore{dir: s.dir, man: &man})
 	}
-	man := w.Manifest()
-	return &man, nil
+	return out, nil
 }
 
 // promptSetHash identifies a dump's prompt set: a hash of every prompt's id, text, label and
@@ -276,8 +431,8 @@ func resumeDump(dir string, want probe.Manifest, opts probe.StoreOptions) (*prob
 	return w, nil
 }
 
-func interrupted(w *probe.StoreWriter, dir string, done, total int) error {
-	if err := w.Flush(); err != nil {
+func interrupted(flush func() error, dir string, done, total int) error {
+	if err := flush(); err != nil {
 		return fmt.Errorf("interrupted, and writing the last shard failed: %w", err)
 	}
 	return &exitError{code: 130, err: fmt.Errorf("interrupted after %d of %d prompts; %s holds them; continue with --resume", done, total, dir)}
@@ -327,35 +482,49 @@ func tokenizeChat(m *bindings.Model, items []promptItem, nctx int, template stri
 	return nil
 }
 
-// appendActs writes each prompt's rows to the store.
-func appendActs(w *probe.StoreWriter, m *bindings.Model, batch []promptItem, acts *bindings.Activations) error {
-	d := acts.NEmbd
-	row := 0
+// dumpExamples makes the store examples of a chunk of tokenized prompts (rows are set by the
+// store writer).
+func dumpExamples(m *bindings.Model, batch []promptItem) ([]probe.Example, error) {
+	out := make([]probe.Example, len(batch))
 	for i, it := range batch {
+		pieces, err := m.Pieces(it.Tokens)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = probe.Example{ID: it.ID, Prompt: it.Prompt, Label: it.Label, Group: it.Group,
+			Tokens: it.Tokens, Pieces: pieces, NTokens: len(it.Tokens), Meta: it.Meta}
+	}
+	return out, nil
+}
+
+// appendActs writes each prompt's rows of a capture point to the store, skipping prompts it
+// already holds (a resumed dump of several points whose stores were cut at different prompts).
+func appendActs(w *probe.StoreWriter, exs []probe.Example, acts *bindings.Activations, point bindings.Point) error {
+	d := acts.Width(point)
+	row := 0
+	for _, ex := range exs {
 		rows := 1
 		if acts.Positions == bindings.PositionsAll {
-			rows = len(it.Tokens)
+			rows = ex.NTokens
+		}
+		if w.Done(ex.ID) {
+			row += rows
+			continue
 		}
 		per := make([][]float32, len(acts.Layers))
 		for li, l := range acts.Layers {
-			per[li] = acts.Residual(l)[row*d : (row+rows)*d]
+			per[li] = acts.Get(point, l)[row*d : (row+rows)*d]
 		}
-		pieces, err := m.Pieces(it.Tokens)
-		if err != nil {
-			return err
-		}
-		ex := probe.Example{ID: it.ID, Prompt: it.Prompt, Label: it.Label, Group: it.Group,
-			Tokens: it.Tokens, Pieces: pieces, NTokens: len(it.Tokens), Meta: it.Meta}
 		if err := w.Append(ex, per); err != nil {
-			return fmt.Errorf("prompt %q: %w", batch[i].ID, err)
+			return fmt.Errorf("prompt %q: %w", ex.ID, err)
 		}
 		row += rows
 	}
 	return nil
 }
 
-func printDumpSummary(cmd *cobra.Command, f *dumpFlags, m *probe.Manifest) error {
-	out := cmd.OutOrStdout()
+func printDumpSummary(cmd *cobra.Command, f *dumpFlags, s dumpedStore) error {
+	out, m := cmd.OutOrStdout(), s.man
 	pos, neg, unk := 0, 0, 0
 	tokens := 0
 	for _, e := range m.Examples {
@@ -371,13 +540,13 @@ func printDumpSummary(cmd *cobra.Command, f *dumpFlags, m *probe.Manifest) error
 	}
 	if f.asJSON {
 		return json.NewEncoder(out).Encode(map[string]any{
-			"dir": f.out, "examples": len(m.Examples), "rows": m.Rows, "tokens": tokens, "layers": m.Layers,
+			"dir": s.dir, "examples": len(m.Examples), "rows": m.Rows, "tokens": tokens, "layers": m.Layers, "point": m.Point,
 			"positions": m.Positions, "dtype": m.DType, "n_embd": m.NEmbd, "shards": len(m.Shards),
 			"positive": pos, "negative": neg, "unlabelled": unk, "fingerprint": m.Model.Fingerprint,
 		})
 	}
-	fmt.Fprintf(out, "dumped %d prompts (%d tokens) to %s: %d rows × %d dims at %d layers %v, positions %s, %s, %d shard(s); labels: %d positive, %d negative, %d unlabelled\n",
-		len(m.Examples), tokens, f.out, m.Rows, m.NEmbd, len(m.Layers), compactLayers(m.Layers), m.Positions, m.DType, len(m.Shards), pos, neg, unk)
+	fmt.Fprintf(out, "dumped %d prompts (%d tokens) to %s: %d rows × %d dims of %s at %d layers %v, positions %s, %s, %d shard(s); labels: %d positive, %d negative, %d unlabelled\n",
+		len(m.Examples), tokens, s.dir, m.Rows, m.NEmbd, m.Point, len(m.Layers), compactLayers(m.Layers), m.Positions, m.DType, len(m.Shards), pos, neg, unk)
 	return nil
 }
 
@@ -397,8 +566,8 @@ func compactLayers(ls []int) string {
 
 // keepDumped saves what a failed dump wrote before the failure (so that --resume can go on
 // from there) and returns the failure, with the saving's own failure if it had one.
-func keepDumped(w interface{ Flush() error }, err error) error {
-	if ferr := w.Flush(); ferr != nil {
+func keepDumped(flush func() error, err error) error {
+	if ferr := flush(); ferr != nil {
 		return fmt.Errorf("%w; saving the prompts dumped before it also failed: %v", err, ferr)
 	}
 	return err

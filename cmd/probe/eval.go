@@ -313,9 +313,12 @@ func loadEnsembleData(p *probe.Probe, dirs []string, keep exampleFilter, stderr 
 	}, ref, nil
 }
 
-// checkStoreModel checks that a dump comes from the probe's model, or another quantisation of
-// it (allowed with a warning on stderr).
+// checkStoreModel checks that a dump holds the capture point the probe reads and comes from the
+// probe's model, or another quantisation of it (allowed with a warning on stderr).
 func checkStoreModel(stderr io.Writer, p *probe.Probe, flag, dir string, mm *probe.Manifest) error {
+	if pts := probePoints(p); !slices.Contains(pts, mm.Point) {
+		return fmt.Errorf("%s %s holds capture point %s; the probe reads %s (probe dump --points)", flag, dir, mm.Point, strings.Join(pts, ", "))
+	}
 	warning, err := p.MatchModel(probe.ModelID{Fingerprint: mm.Model.Fingerprint, Family: mm.Model.Family, FileType: mm.Model.FileType, NEmbd: mm.NEmbd})
 	if err != nil {
 		return fmt.Errorf("%s %s: %w", flag, dir, err)

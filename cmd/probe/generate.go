@@ -289,8 +289,12 @@ func runGenerate(cmd *cobra.Command, f *generateFlags) error {
 	defer m.Close()
 	defer c.Close()
 	if p != nil {
-		if err := checkProbeModel(stderr, p, m.Info()); err != nil {
+		point, err := checkProbeModel(stderr, p, m)
+		if err != nil {
 			return err
+		}
+		if point != bindings.Residual {
+			return fmt.Errorf("--probe %s reads capture point %s; probe generate watches the residual stream only (probe scan --aggregate and probe calibrate --generations read any point)", f.probePath, point)
 		}
 		if w := mon.warning(); w != "" {
 			fmt.Fprintln(stderr, w)

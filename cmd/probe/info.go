@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -20,7 +21,10 @@ func newInfoCmd() *cobra.Command {
 		Use:   "info [MODEL]",
 		Short: "Describe a GGUF model (architecture, sizes, file type, fingerprint) or the compute devices",
 		Long: `info describes a GGUF model: architecture, sizes, file type, fingerprint, family (shared with
-its quantisations) and capture points.
+its quantisations) and capture points. The capture points are those the model's llama.cpp graph
+offers (found by decoding two tokens), each with the graph tensor it is read from (l_out-N at
+layer N, …) and its width; the other per-layer tensors the graph names follow, and an error
+line says why the points are unknown when the model does not decode.
 With --devices it lists the compute devices ggml can use (the CPU, and GPUs when a GPU backend
 library such as libggml-cuda.so was found in lib/ next to the binary or in PROBE_BACKEND_DIR),
 and each backend library found with whether it loaded. With -ngl N the model is loaded with N
@@ -50,7 +54,7 @@ layers on the GPU and the number offloaded is shown.`,
 				}
 				defer m.Close()
 				warnModel(cmd.ErrOrStderr(), m)
-				info := m.Info()
+				info := m.InfoWithPoints()
 				report.Model = &info
 			}
 			if asJSON {
@@ -114,11 +118,55 @@ func printModelInfo(out io.Writer, info bindings.Info) error {
 		{"kv heads", fmt.Sprint(info.KVHeads)}, {"n_ctx_train", fmt.Sprint(info.CtxTrain)},
 		{"vocab size", fmt.Sprint(info.VocabSize)}, {"parameters", fmt.Sprint(info.Params)},
 		{"size", fmt.Sprintf("%d bytes", info.SizeBytes)}, {"file type", info.FileType},
-		{"fingerprint", info.Fingerprint}, {"family", info.Family + " (the same for its quantisations)"}, {"capture points", fmt.Sprint(info.Points)},
+		{"fingerprint", info.Fingerprint}, {"family", info.Family + " (the same for its quantisations)"},
 		{"gpu layers", fmt.Sprintf("%d of %d", info.GPULayers, info.Layers+1)},
 	}
 	for _, r := range rows {
 		fmt.Fprintf(tw, "%s\t%s\n", r[0], r[1])
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	return printGraphPoints(out, info)
+}
+
+// printGraphPoints prints the capture points the model's graph offers, one per line with its
+// graph tensor and width, the other per-layer tensors on one line, or why they are unknown.
+func printGraphPoints(out io.Writer, info bindings.Info) error {
+	if info.PointsError != "" {
+		_, err := fmt.Fprintf(out, "capture points: error: %s\n", info.PointsError)
+		return err
+	}
+	if len(info.Points) == 0 {
+		fmt.Fprintln(out, "capture points: none (the graph names none of them at every layer)")
+	} else {
+		fmt.Fprintln(out, "capture points (graph tensor at layer N, values per token):")
+		tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+		for _, p := range info.Points {
+			width := fmt.Sprint(p.Width)
+			if p.Width == 0 {
+				width = "per layer " + joinInts(p.Widths)
+			}
+			fmt.Fprintf(tw, "  %s\t%s-N\t%s\n", p.Point, p.Graph, width)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	var other []string
+	for _, g := range info.GraphTensors {
+		var ws []string
+		for _, w := range g.Widths {
+			ws = append(ws, fmt.Sprint(w))
+		}
+		s := fmt.Sprintf("%s (%s", g.Name, strings.Join(ws, "/"))
+		if g.Layers != info.Layers {
+			s += fmt.Sprintf("; %d of %d layers", g.Layers, info.Layers)
+		}
+		other = append(other, s+")")
+	}
+	if len(other) > 0 {
+		fmt.Fprintf(out, "other per-layer tensors: %s\n", strings.Join(other, ", "))
+	}
+	return nil
 }

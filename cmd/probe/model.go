@@ -23,11 +23,13 @@ func newModelTinyCmd() *cobra.Command {
 	var seed uint64
 	c := &cobra.Command{
 		Use:   "tiny -o FILE",
-		Short: "Write a random-init tiny model (F32, deterministic for a seed) as GGUF",
+		Short: "Write a random-init tiny model (F32, deterministic for a seed, SPM or BPE vocabulary) as GGUF",
 		Long: fmt.Sprintf(`tiny writes a small random model of one of the architectures llama.cpp runs and
 probe's pure-Go reference forward pass implements (--arch: %s), for tests and
 trials without a download. Gemma and gemma2 get heads of 24 (n_head × 24 need not be
---embd); gemma2 a sliding window of 4 tokens and soft-caps of 2 (attention) and 3 (logits).`, strings.Join(models.Archs, ", ")),
+--embd); gemma2 a sliding window of 4 tokens and soft-caps of 2 (attention) and 3 (logits).
+--tokenizer chooses its vocabulary: spm (SentencePiece, as llama 2; at least 355 tokens) or
+bpe (GPT-2 byte-level BPE with Qwen2's pre-tokenizer and ChatML control tokens; at least 260).`, strings.Join(models.Archs, ", ")),
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			base := models.TinyArchConfig(arch)
@@ -39,8 +41,8 @@ trials without a download. Gemma and gemma2 get heads of 24 (n_head × 24 need n
 			if err := m.WriteGGUF(out); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s: %s, %d layers, n_embd %d, %d heads (%d kv), ffn %d, vocab %d, seed %d\n",
-				out, cfg.ArchName(), cfg.NLayer, cfg.NEmbd, cfg.NHead, cfg.NHeadKV, cfg.NFF, cfg.NVocab, seed)
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s: %s, %d layers, n_embd %d, %d heads (%d kv), ffn %d, vocab %d (%s), seed %d\n",
+				out, cfg.ArchName(), cfg.NLayer, cfg.NEmbd, cfg.NHead, cfg.NHeadKV, cfg.NFF, cfg.NVocab, cfg.Tokenizer, seed)
 			return nil
 		},
 	}
@@ -52,7 +54,8 @@ trials without a download. Gemma and gemma2 get heads of 24 (n_head × 24 need n
 	f.IntVar(&cfg.NHead, "heads", cfg.NHead, "attention heads")
 	f.IntVar(&cfg.NHeadKV, "kv-heads", cfg.NHeadKV, "key/value heads")
 	f.IntVar(&cfg.NFF, "ff", cfg.NFF, "feed-forward width")
-	f.IntVar(&cfg.NVocab, "vocab", cfg.NVocab, "vocabulary size (at least 355)")
+	f.IntVar(&cfg.NVocab, "vocab", cfg.NVocab, "vocabulary size (at least 355 for spm, 260 for bpe)")
+	f.StringVar(&cfg.Tokenizer, "tokenizer", "spm", "vocabulary: spm or bpe")
 	f.IntVar(&cfg.NCtx, "ctx", cfg.NCtx, "context length")
 	f.Uint64Var(&seed, "seed", 1, "random seed")
 	_ = c.MarkFlagRequired("output")

@@ -110,7 +110,7 @@ func capturePairs(ctx context.Context, m *bindings.Model, c *bindings.Context, p
 	if err := tokenizeItems(m, items, c.Options().NCtx); err != nil {
 		return nil, fmt.Errorf("contrast pairs: %w", err)
 	}
-	rows, err := captureRows(ctx, c, items, layers, position, nil)
+	rows, err := captureRows(ctx, c, items, bindings.Residual, layers, position, nil)
 	if err != nil {
 		return nil, fmt.Errorf("contrast pairs: %w", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -28,35 +29,75 @@ type scanResult struct {
 	FiredAt *int   `json:"fired_at,omitempty"`
 }
 
-// checkProbeModel refuses a probe that does not apply to the loaded model: another
-// fingerprint or n_embd (probe.CheckModel), a layer the model lacks, or a capture point other
-// than the residual stream.
+// checkProbeModel refuses a probe that does not apply to the loaded model: a capture point
+// the model's graph does not offer (or, for an ensemble, several points), another fingerprint
+// or width (probe.MatchModel, against the width of the probe's point), or a layer the model
+// lacks. It returns the capture point the probe reads.
 //
 // A probe trained on another quantisation of the model is allowed with a warning on stderr
 // (probe.MatchModel).
-func checkProbeModel(stderr io.Writer, p *probe.Probe, info bindings.Info) error {
-	warning, err := p.MatchModel(probe.ModelID{Fingerprint: info.Fingerprint, Family: info.Family, FileType: info.FileType, NEmbd: info.Embd})
+func checkProbeModel(stderr io.Writer, p *probe.Probe, m *bindings.Model) (bindings.Point, error) {
+	info := m.Info()
+	point, err := probePoint(p)
 	if err != nil {
-		return err
+		return "", err
+	}
+	graph, err := m.CapturePoints()
+	if err != nil {
+		return "", err
+	}
+	pi, err := graph.Lookup(point)
+	if err != nil {
+		return "", fmt.Errorf("%w: the probe reads capture point %s: %w", probe.ErrModelMismatch, point, err)
+	}
+	width := pi.Width
+	if l := p.Layers()[0]; width == 0 && l >= 0 && l < len(pi.Widths) {
+		width = pi.Widths[l] // heads of per-layer widths: Capture checks that the probe's layers agree
+	}
+	warning, err := p.MatchModel(probe.ModelID{Fingerprint: info.Fingerprint, Family: info.Family, FileType: info.FileType, NEmbd: width})
+	if err != nil {
+		return "", err
 	}
 	if warning != "" {
 		fmt.Fprintf(stderr, "probe: warning: %s\n", warning)
 	}
 	for _, l := range p.Layers() {
 		if l < 0 || l >= info.Layers {
-			return fmt.Errorf("%w: probe is for layer %d, the model has %d layers", probe.ErrModelMismatch, l, info.Layers)
+			return "", fmt.Errorf("%w: probe is for layer %d, the model has %d layers", probe.ErrModelMismatch, l, info.Layers)
 		}
 	}
-	points := []string{p.Point}
+	return point, nil
+}
+
+// probePoints lists the capture points a probe reads: its own, or those of an ensemble's
+// members ("" in a probe file too old to name its point is the residual stream).
+func probePoints(p *probe.Probe) []string {
+	var points []string
+	add := func(pt string) {
+		if pt == "" {
+			pt = probe.PointResidual
+		}
+		if !slices.Contains(points, pt) {
+			points = append(points, pt)
+		}
+	}
+	if !p.IsEnsemble() {
+		add(p.Point)
+	}
 	for _, m := range p.Members {
-		points = append(points, m.Probe.Point)
+		add(m.Probe.Point)
 	}
-	for _, pt := range points {
-		if pt != "" && pt != probe.PointResidual {
-			return fmt.Errorf("probe reads capture point %q; only %q is supported", pt, probe.PointResidual)
-		}
+	return points
+}
+
+// probePoint returns the capture point a probe reads: its own, or the one all the members of
+// an ensemble read (one capture serves them all).
+func probePoint(p *probe.Probe) (bindings.Point, error) {
+	points := probePoints(p)
+	if len(points) > 1 {
+		return "", fmt.Errorf("the ensemble's members read several capture points (%s); probe captures one point per probe: make one ensemble per point", strings.Join(points, ", "))
 	}
-	return nil
+	return bindings.ParsePoint(points[0])
 }
 
 // capturePosition is where a feature's row is captured for a prompt: the mean over the prompt
@@ -69,10 +110,10 @@ func capturePosition(pos probe.Position) probe.Position {
 	return probe.PositionLast
 }
 
-// scanPrompts scores tokenized prompts (tokenizeItems) with the probe at its layer and
-// position, capturing the prompts in chunks through captureRows. The probe must match the
-// context's model (checkProbeModel).
-func scanPrompts(ctx context.Context, c *bindings.Context, p *probe.Probe, items []promptItem, prog *progress) ([]scanResult, error) {
+// scanPrompts scores tokenized prompts (tokenizeItems) with the probe at its capture point,
+// layer and position, capturing the prompts in chunks through captureRows. The probe must
+// match the context's model (checkProbeModel, which gives its point).
+func scanPrompts(ctx context.Context, c *bindings.Context, p *probe.Probe, point bindings.Point, items []promptItem, prog *progress) ([]scanResult, error) {
 	// One capture per position the probe (or its members) reads, of the layers read there.
 	byPos := map[probe.Position][]int{}
 	var order []probe.Position
@@ -87,7 +128,7 @@ func scanPrompts(ctx context.Context, c *bindings.Context, p *probe.Probe, items
 	}
 	rows := map[probe.Position]map[int]*probe.Matrix{}
 	for _, pos := range order {
-		r, err := captureRows(ctx, c, items, byPos[pos], pos, prog)
+		r, err := captureRows(ctx, c, items, point, byPos[pos], pos, prog)
 		if err != nil {
 			return nil, err
 		}
@@ -116,7 +157,8 @@ func newScanCmd() *cobra.Command {
 		Use:   "scan -m MODEL --probe PROBE.json (--prompt TEXT… | -i PROMPTS.jsonl) [--json]",
 		Short: "Score prompts with a probe at the last prompt token, before any output",
 		Long: `scan runs each prompt through the model, captures the probe's layer at the last prompt token
-(or the prompt mean, for a probe trained on mean rows) and prints the probe's score, its
+(or the prompt mean, for a probe trained on mean rows) at the probe's capture point (the
+residual stream, attn_out, mlp_out or attn_heads, as dumped) and prints the probe's score, its
 threshold and whether it fired: the verdict exists before the model has output anything.
 Prompts come from --prompt (repeatable) or -i FILE as for probe dump (JSONL {"id", "prompt",
 "label", "group"}, or --text). Prompts are decoded --parallel at a time.
@@ -152,7 +194,8 @@ when it was calibrated for that rule, else its prompt threshold.`,
 			}
 			defer m.Close()
 			defer c.Close()
-			if err := checkProbeModel(cmd.ErrOrStderr(), p, m.Info()); err != nil {
+			point, err := checkProbeModel(cmd.ErrOrStderr(), p, m)
+			if err != nil {
 				return err
 			}
 			if err := tokenizeChat(m, items, c.Options().NCtx, f.mf.chatTemplate); err != nil {
@@ -164,9 +207,9 @@ when it was calibrated for that rule, else its prompt threshold.`,
 			}
 			var res []scanResult
 			if mon != nil {
-				res, err = scanTokens(cmd.Context(), c, mon, items)
+				res, err = scanTokens(cmd.Context(), c, mon, point, items)
 			} else {
-				res, err = scanPrompts(cmd.Context(), c, p, items, prog)
+				res, err = scanPrompts(cmd.Context(), c, p, point, items, prog)
 			}
 			if err != nil {
 				return err
@@ -217,7 +260,7 @@ func printScan(w io.Writer, res []scanResult, asJSON bool) error {
 
 // scanTokens scores every token of each prompt with the monitor's probe and combines the
 // scores by its rule: the verdict of watching the prompt token by token.
-func scanTokens(ctx context.Context, c *bindings.Context, mon *tokenMonitor, items []promptItem) ([]scanResult, error) {
+func scanTokens(ctx context.Context, c *bindings.Context, mon *tokenMonitor, point bindings.Point, items []promptItem) ([]scanResult, error) {
 	gens := make([]completionItem, len(items))
 	for i, it := range items {
 		if len(it.Tokens) < 2 {
@@ -228,7 +271,7 @@ func scanTokens(ctx context.Context, c *bindings.Context, mon *tokenMonitor, ite
 		// of all but its first token after a one-token prompt, plus the last token's row.
 		gens[i] = completionItem{ID: it.ID, Prompt: it.Tokens[:1], Completion: append(slices.Clone(it.Tokens[1:]), 0)}
 	}
-	rows, err := captureGenerations(ctx, c, gens, mon.Probe.Layers())
+	rows, err := captureGenerations(ctx, c, gens, point, mon.Probe.Layers())
 	if err != nil {
 		return nil, err
 	}

