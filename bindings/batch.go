@@ -25,19 +25,19 @@ type BatchToken struct {
 }
 
 // BatchResult is what DecodeBatch captured: for each token of the batch with Capture, its
-// residual stream at each layer (Rows[i] is nil for a token without Capture).
+// rows of the capture point at each layer (Rows[i] is nil for a token without Capture).
 type BatchResult struct {
 	Rows []map[int][]float32
 }
 
 // DecodeBatch decodes tokens of several sequences in one llama_decode — the step of a
 // continuous-batching scheduler, where running sequences add one token each and new ones
-// their prompts — and copies the residual rows of the tokens marked Capture at the layers
-// (negative from the end; none: no capture). A token captured at the final layer is made an
-// output too (llama.cpp computes the last layer only for outputs). Sequences must be in
+// their prompts — and copies the rows of the capture point (Residual when empty) of the tokens
+// marked Capture at the layers (negative from the end; none: no capture). A token captured at
+// the final layer is made an output too (llama.cpp computes the last layer only for outputs). Sequences must be in
 // [0, NSeq) and positions continue each sequence's cache. The logits of output tokens stay
 // in the context for Sampler.Sample until the next decode.
-func (c *Context) DecodeBatch(ctx context.Context, toks []BatchToken, layers []int) (*BatchResult, error) {
+func (c *Context) DecodeBatch(ctx context.Context, toks []BatchToken, point Point, layers []int) (*BatchResult, error) {
 	end, err := c.begin()
 	if err != nil {
 		return nil, err
@@ -60,15 +60,18 @@ func (c *Context) DecodeBatch(ctx context.Context, toks []BatchToken, layers []i
 			return nil, fmt.Errorf("decode batch: token %d: %w", i, err)
 		}
 	}
+	if point == "" {
+		point = Residual
+	}
 	var resolved []int
 	if len(layers) > 0 {
-		spec, err := c.resolve(CaptureSpec{Layers: layers, Positions: PositionsLast})
+		spec, err := c.resolve(CaptureSpec{Layers: layers, Points: []Point{point}, Positions: PositionsLast})
 		if err != nil {
 			return nil, fmt.Errorf("decode batch: %w", err)
 		}
 		resolved = spec.Layers
 	}
-	if err := c.setRequest([]Point{Residual}, resolved); err != nil {
+	if err := c.setRequest([]Point{point}, resolved); err != nil {
 		return nil, err
 	}
 	lastLayer := slices.Contains(resolved, c.m.info.Layers-1)
@@ -93,7 +96,7 @@ func (c *Context) DecodeBatch(ctx context.Context, toks []BatchToken, layers []i
 			outIdx = append(outIdx, i)
 		}
 	}
-	infos, err := c.pointInfos([]Point{Residual})
+	infos, err := c.pointInfos([]Point{point})
 	if err != nil {
 		return nil, fmt.Errorf("decode batch: %w", err)
 	}
@@ -130,7 +133,7 @@ func (c *Context) DecodeBatch(ctx context.Context, toks []BatchToken, layers []i
 	}
 	for i, t := range toks {
 		if t.Capture && len(res.Rows[i]) != len(resolved) {
-			return nil, fmt.Errorf("decode batch: architecture %q produced no residual rows for token %d", c.m.info.Arch, i)
+			return nil, fmt.Errorf("decode batch: architecture %q produced no %s rows for token %d", c.m.info.Arch, point, i)
 		}
 	}
 	return res, nil

@@ -66,7 +66,7 @@ func TestDecodeBatchInterleaved(t *testing.T) {
 		if len(toks) == 0 {
 			break
 		}
-		res, err := c.DecodeBatch(context.Background(), toks, []int{2})
+		res, err := c.DecodeBatch(context.Background(), toks, "", []int{2})
 		require.NoError(t, err)
 		for i, k := range owner {
 			tok, err := seqs[k].sampler.Sample(c, i)
@@ -93,7 +93,7 @@ func TestDecodeBatchInterleaved(t *testing.T) {
 	}
 	// A freed sequence starts again at position 0.
 	require.NoError(t, c.RemoveSequence(1))
-	_, err := c.DecodeBatch(context.Background(), []BatchToken{{Seq: 1, Token: seqs[1].prompt[0], Pos: 0, Output: true}}, nil)
+	_, err := c.DecodeBatch(context.Background(), []BatchToken{{Seq: 1, Token: seqs[1].prompt[0], Pos: 0, Output: true}}, "", nil)
 	require.NoError(t, err)
 }
 
@@ -114,11 +114,11 @@ func TestDecodeBatchErrors(t *testing.T) {
 		{"negative token", []BatchToken{{Seq: 0, Token: -1}}, "outside the vocabulary"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := c.DecodeBatch(bg, tc.toks, nil)
+			_, err := c.DecodeBatch(bg, tc.toks, "", nil)
 			require.ErrorContains(t, err, tc.want)
 		})
 	}
-	_, err := c.DecodeBatch(bg, []BatchToken{{Seq: 0, Token: 5}}, []int{9})
+	_, err := c.DecodeBatch(bg, []BatchToken{{Seq: 0, Token: 5}}, "", []int{9})
 	require.ErrorContains(t, err, "layer 9")
 	require.ErrorContains(t, c.RemoveSequence(5), "remove sequence 5")
 	_, err = NewSampler(SamplerOptions{TopP: 2})

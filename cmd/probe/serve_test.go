@@ -138,6 +138,7 @@ func TestServeFlagErrors(t *testing.T) {
 		{[]string{"serve", "-m", tinyModel(t, 1), "--probes", dir, "--api-key-file", keyFile}, "holds no key"},
 		{[]string{"serve", "-m", tinyModel(t, 1), "--probes", dir, "--watch", "nothing", "--port", "0"}, "nothing"},
 		{[]string{"serve", "--probes", dir}, `"model" not set`},
+		{[]string{"serve", "-m", tinyModel(t, 1), "--probes", dir, "--point", "resid"}, `--point: unknown capture point "resid" (want residual, attn_out, mlp_out, attn_heads)`},
 	} {
 		requireFails(t, probeCmd(t, "", tc.args...), tc.want)
 	}

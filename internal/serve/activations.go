@@ -37,7 +37,8 @@ const (
 	formatJSON        = "json"
 )
 
-// handleActivations serves POST /v1/activations: the residual stream of a prompt at the
+// handleActivations serves POST /v1/activations: the rows of the server's capture point (the
+// residual stream unless serve --point says otherwise) of a prompt at the
 // layers asked, as safetensors (one F32 tensor "layer.N" of [rows, n_embd] per layer) or JSON.
 func (s *Server) handleActivations(w http.ResponseWriter, r *http.Request) {
 	var req activationsRequest
@@ -128,7 +129,7 @@ func (s *Server) handleActivations(w http.ResponseWriter, r *http.Request) {
 	}
 	meta := map[string]string{
 		"format": "probe activations", "model": s.info.Name, "fingerprint": s.info.Fingerprint,
-		"point": probe.PointResidual, "positions": string(pos), "prompt_tokens": strconv.Itoa(len(tokens)),
+		"point": s.info.point(), "positions": string(pos), "prompt_tokens": strconv.Itoa(len(tokens)),
 		"n_embd": strconv.Itoa(s.info.NEmbd), "layers": strings.Join(strs, ","),
 	}
 	var buf bytes.Buffer

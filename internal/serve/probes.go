@@ -115,16 +115,19 @@ func loadProbe(path, name string, info ModelInfo) (*loadedProbe, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The engine captures the residual stream only (bindings.Context.DecodeBatch, serve.Token's
-	// residual rows, probe.ScoreStep by layer): other points are refused first, with that
-	// reason, before a width check that would blame the model.
+	// The engine captures one point as it decodes (serve --point; its rows reach the probes
+	// by layer): a probe of another point is refused first, with that reason, before a width
+	// check that would blame the model.
 	points := []string{p.Point}
 	for _, m := range p.Members {
 		points = append(points, m.Probe.Point)
 	}
 	for _, pt := range points {
-		if pt != probe.PointResidual {
-			return nil, fmt.Errorf("the probe reads capture point %q; the server captures only the residual stream (%q) as it decodes: score it with probe scan, which captures any point", pt, probe.PointResidual)
+		if pt == "" {
+			pt = probe.PointResidual
+		}
+		if pt != info.point() {
+			return nil, fmt.Errorf("the probe reads capture point %q; this server captures %q (serve --point): serve the probe from a server started with --point %s, or score it with probe scan, which captures any point", pt, info.point(), pt)
 		}
 	}
 	warning, err := p.MatchModel(probe.ModelID{Fingerprint: info.Fingerprint, Family: info.Family, FileType: info.FileType, NEmbd: info.NEmbd})

@@ -229,7 +229,7 @@ func TestReload(t *testing.T) {
 	require.Len(t, refused, 4)
 	assert.Contains(t, refused["other"], `"another-model"`)
 	assert.Contains(t, refused["deep"], "layer 9")
-	assert.Equal(t, `the probe reads capture point "mlp_out"; the server captures only the residual stream ("residual") as it decodes: score it with probe scan, which captures any point`, refused["mlp"])
+	assert.Equal(t, `the probe reads capture point "mlp_out"; this server captures "residual" (serve --point): serve the probe from a server started with --point mlp_out, or score it with probe scan, which captures any point`, refused["mlp"])
 	assert.Contains(t, refused["broken"], "invalid probe file")
 	ts.post(t, "/v1/score", map[string]any{"prompt": "hi", "probes": []string{"fresh"}})
 

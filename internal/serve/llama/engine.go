@@ -23,6 +23,9 @@ type Options struct {
 	// MaxQueue is the number of jobs that may wait for a slot; more are refused with
 	// serve.ErrQueueFull. Default 4 × Slots.
 	MaxQueue int
+	// Point is the capture point whose rows jobs receive (bindings.Residual when empty); the
+	// model's graph must offer it.
+	Point bindings.Point
 }
 
 // Engine implements serve.Engine over one model and one context.
@@ -33,6 +36,7 @@ type Engine struct {
 	slotCtx int
 	nBatch  int
 	slots   int
+	point   bindings.Point
 
 	stop chan struct{}
 	done chan struct{}
@@ -83,11 +87,25 @@ func New(m *bindings.Model, c *bindings.Context, opts Options) (*Engine, error) 
 	case co.NCtx/opts.Slots < 8:
 		return nil, fmt.Errorf("engine: a context of %d tokens leaves %d per slot for %d slots", co.NCtx, co.NCtx/opts.Slots, opts.Slots)
 	}
+	if opts.Point == "" {
+		opts.Point = bindings.Residual
+	}
+	graph, err := m.CapturePoints()
+	if err != nil {
+		return nil, fmt.Errorf("engine: %w", err)
+	}
+	pi, err := graph.Lookup(opts.Point)
+	if err != nil {
+		return nil, fmt.Errorf("engine: %w", err)
+	}
+	if pi.Width == 0 {
+		return nil, fmt.Errorf("engine: capture point %s has rows of different widths at different layers (%v); the server needs one width", opts.Point, pi.Widths)
+	}
 	info := m.Info()
-	e := &Engine{m: m, c: c, slotCtx: co.NCtx / opts.Slots, nBatch: co.NBatch, slots: opts.Slots, maxQueue: opts.MaxQueue,
+	e := &Engine{m: m, c: c, slotCtx: co.NCtx / opts.Slots, nBatch: co.NBatch, slots: opts.Slots, maxQueue: opts.MaxQueue, point: opts.Point,
 		stop: make(chan struct{}), done: make(chan struct{}), wake: make(chan struct{}, 1)}
 	e.info = serve.ModelInfo{Name: strings.TrimSuffix(filepath.Base(info.Path), ".gguf"), Path: info.Path, Fingerprint: info.Fingerprint, Family: info.Family, FileType: info.FileType,
-		NEmbd: info.Embd, NLayer: info.Layers, NCtx: e.slotCtx, Template: "organism"}
+		Point: string(opts.Point), NEmbd: pi.Width, NLayer: info.Layers, NCtx: e.slotCtx, Template: "organism"}
 	if m.ChatTemplate() != "" {
 		e.info.Template = "gguf"
 		if _, err := m.ApplyChatTemplate("", []bindings.ChatMessage{{Role: "user", Content: "hi"}}); err != nil {
@@ -384,7 +402,7 @@ func (e *Engine) step(active []*task, finish func(*task, string, error)) {
 		layers = append(layers, l)
 	}
 	slices.Sort(layers)
-	res, err := e.c.DecodeBatch(context.Background(), toks, layers)
+	res, err := e.c.DecodeBatch(context.Background(), toks, e.point, layers)
 	if err != nil {
 		for _, en := range entries {
 			finish(en.t, "error", err)

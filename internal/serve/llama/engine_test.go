@@ -298,3 +298,72 @@ func TestEngineUnsupportedTemplate(t *testing.T) {
 	_, err = e.ChatPrompt([]serve.Message{{Role: "user", Content: "hi"}})
 	require.ErrorContains(t, err, "send a formatted prompt to /v1/completions")
 }
+
+// TestEngineCapturePoint: an engine made for another capture point hands jobs that point's
+// rows. A tiny gemma's attention heads (4 × 24 = 96 values, not n_embd 64) of the last prompt
+// token and of every generated token's state equal the reference's, for two jobs decoded
+// together; the model info names the point and its width. A point the model's graph lacks
+// (qwen2 names no attention output) is refused when the engine is made.
+func TestEngineCapturePoint(t *testing.T) {
+	load := func(cfg models.LlamaConfig) (*models.Llama, *bindings.Model, *bindings.Context) {
+		ref, err := models.NewRandomLlama(cfg, 9)
+		require.NoError(t, err)
+		path := filepath.Join(t.TempDir(), cfg.Arch+".gguf")
+		require.NoError(t, ref.WriteGGUF(path))
+		m, err := bindings.LoadModel(path, bindings.DefaultModelOptions())
+		require.NoError(t, err)
+		c, err := bindings.NewContext(m, bindings.ContextOptions{NCtx: 128, NSeq: 2, Threads: 2, KVType: bindings.KVF32})
+		require.NoError(t, err)
+		t.Cleanup(func() {
+			require.NoError(t, c.Close())
+			require.NoError(t, m.Close())
+		})
+		return ref, m, c
+	}
+	cfg := models.TinyArchConfig(models.ArchGemma)
+	ref, m, c := load(cfg)
+	e, err := New(m, c, Options{Slots: 2, Point: bindings.AttnHeads})
+	require.NoError(t, err)
+	defer e.Close()
+	assert.Equal(t, "attn_heads", e.Model().Point)
+	assert.Equal(t, 96, e.Model().NEmbd)
+	ps := prompts(2, cfg.NVocab)
+	type out struct {
+		res  *serve.JobResult
+		last []float32
+		rows [][]float32
+	}
+	outs := make([]out, len(ps))
+	var wg sync.WaitGroup
+	for i, p := range ps {
+		wg.Go(func() {
+			o := &outs[i]
+			res, err := e.Run(context.Background(), &serve.Job{Prompt: p, Layers: []int{2}, MaxTokens: 3,
+				OnPrompt: func(pr serve.PromptRows) bool { o.last = pr.Last[2]; return true },
+				OnToken:  func(tk serve.Token) bool { o.rows = append(o.rows, tk.Residual[2]); return true }})
+			require.NoError(t, err)
+			o.res = res
+		})
+	}
+	wg.Wait()
+	qd := cfg.QDim()
+	for i, p := range ps {
+		o := outs[i]
+		fw, err := ref.Reference(p)
+		require.NoError(t, err)
+		l := len(p) - 1
+		assert.Less(t, rel(o.last, fw.AttnHeads[2][l*qd:(l+1)*qd]), 2e-3, "job %d last prompt row", i)
+		seq := append([]int32(nil), p...)
+		for k, tok := range o.res.Tokens {
+			fw, err := ref.Reference(seq)
+			require.NoError(t, err)
+			l := len(seq) - 1
+			assert.Less(t, rel(o.rows[k], fw.AttnHeads[2][l*qd:(l+1)*qd]), 2e-3, "job %d token %d", i, k)
+			seq = append(seq, tok)
+		}
+	}
+
+	_, qm, qc := load(models.TinyArchConfig(models.ArchQwen2))
+	_, err = New(qm, qc, Options{Slots: 2, Point: bindings.AttnOut})
+	require.ErrorContains(t, err, `engine: the model's graph offers no capture point "attn_out"`)
+}
