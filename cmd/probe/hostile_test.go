@@ -95,6 +95,9 @@ func TestBadFlagValues(t *testing.T) {
 		"--layer -7: the model of", "has 4 layers (0 to 3, or -1 to -4)")
 	requireFails(t, probeCmd(t, "", "model", "tiny", "-o", filepath.Join(dir, "big.gguf"), "--embd", "1000000", "--heads", "4", "--kv-heads", "2"), "parameters, more than")
 	requireAbsent(t, filepath.Join(dir, "big.gguf"))
+	requireFails(t, probeCmd(t, "", "model", "tiny", "-o", filepath.Join(dir, "m.gguf"), "--arch", "mamba"), `architecture "mamba" unknown (want one of [llama qwen2 phi3 gemma gemma2])`)
+	requireFails(t, probeCmd(t, "", "model", "tiny", "-o", filepath.Join(dir, "m.gguf"), "--tokenizer", "wordpiece"), `tokenizer "wordpiece" unknown (want spm or bpe)`)
+	requireAbsent(t, filepath.Join(dir, "m.gguf"))
 	generate := []string{"generate", "-m", model, "--prompt", "Human: hi", "-n", "2"}
 	requireFails(t, probeCmd(t, "", append(generate, "--temp", "NaN")...), "bad sampler options")
 	requireFails(t, probeCmd(t, "", append(generate, "--top-p", "NaN")...), "bad sampler options")
