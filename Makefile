@@ -30,7 +30,7 @@ else
 TEST_TIMEOUT ?= 40m
 endif
 
-.PHONY: all build test race vet fmt demo bench clean env cuda device-bin fuzz
+.PHONY: all build test race vet fmt demo bench bench-go bench-portable clean env cuda device-bin fuzz
 
 all: build
 
@@ -59,7 +59,23 @@ race:
 demo: build
 	./$(BIN) demo -o $(DEMO_DIR)
 
-bench:
+# bench runs probe bench (BENCHMARKS.md): throughput of capture and dump against decoding alone,
+# a PORTABLE=1 build and upstream llama.cpp (node-llama-cpp from npm), and dump memory.
+# BENCH_FLAGS adds flags (e.g. --json). bench-go runs the Go benchmarks.
+BENCH_DIR := $(BUILD)/bench
+BENCH_FLAGS ?=
+bench: build bench-portable
+	./$(BIN) bench --dir $(BENCH_DIR) --portable $(BENCH_DIR)/probe-portable $(BENCH_FLAGS)
+
+bench-portable:
+ifneq ($(PORTABLE),1)
+	$(MAKE) PORTABLE=1 bench-portable
+else
+	mkdir -p $(BENCH_DIR)
+	$(GO) build -o $(BENCH_DIR)/probe-portable ./cmd/probe
+endif
+
+bench-go:
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./bindings/ ./probe/ ./internal/serve/llama/
 
 # cuda builds the CUDA backend (libggml-cuda.so + libggml-base.so.0) into bin/lib, next to

@@ -54,6 +54,7 @@ bool probe_capture_cb(struct ggml_tensor * t, bool ask, void * user_data) {
 	probe_capture * c = (probe_capture *) user_data;
 	int idx = slot_for(c, t->name);
 	if (ask) {
+		c->asked++;
 		return idx >= 0;
 	}
 	if (idx < 0 || c->error) {
@@ -99,6 +100,12 @@ bool probe_capture_cb(struct ggml_tensor * t, bool ask, void * user_data) {
 	}
 	s->rows += rows;
 	c->matched++;
+	// A graph computation (one micro-batch) holds each requested tensor once, so after the
+	// n_slots-th copy of this computation nothing the caller reads is left to compute.
+	if (c->stop_early && c->n_slots > 0 && c->matched % c->n_slots == 0) {
+		c->stopped++;
+		return false;
+	}
 	return true;
 }
 
@@ -112,6 +119,9 @@ void probe_capture_clear(probe_capture * c) {
 	c->n_slots = 0;
 	c->error = 0;
 	c->matched = 0;
+	c->stop_early = 0;
+	c->stopped = 0;
+	c->asked = 0;
 	c->error_name[0] = '\0';
 }
 
@@ -165,6 +175,8 @@ void probe_capture_reset_rows(probe_capture * c) {
 	}
 	c->error = 0;
 	c->matched = 0;
+	c->stopped = 0;
+	c->asked = 0;
 	c->error_name[0] = '\0';
 }
 

@@ -299,12 +299,34 @@ func (c *Context) Capture(ctx context.Context, seqs [][]int32, spec CaptureSpec)
 	return c.capture(ctx, seqs, spec)
 }
 
+// Decode runs the sequences through the model exactly as Capture packs and decodes them, with
+// logits for each sequence's last token and nothing captured: the baseline capture's cost is
+// measured against (probe bench).
+func (c *Context) Decode(ctx context.Context, seqs [][]int32) error {
+	end, err := c.begin()
+	if err != nil {
+		return err
+	}
+	defer end()
+	if err := c.checkSequences(seqs); err != nil {
+		return fmt.Errorf("decode: %w", err)
+	}
+	_, err = c.capture(ctx, seqs, CaptureSpec{Positions: PositionsLast})
+	return err
+}
+
 // capture runs a resolved spec; with no layers it decodes without capturing anything (the
 // baseline of the benchmarks).
 func (c *Context) capture(ctx context.Context, seqs [][]int32, spec CaptureSpec) (*Activations, error) {
 	if err := c.setRequest(spec.Points, spec.Layers); err != nil {
 		return nil, err
 	}
+	// Without logits nothing after the last requested tensor is read: each graph computation
+	// stops there (capture.c), so capturing layer 3 of 32 costs four layers, and capturing the
+	// last layer at every token (which makes every token an output) skips the vocabulary
+	// projection those outputs would cost. The KV cache then lacks the later layers of these
+	// tokens, which is why capture clears it before and after each group of sequences.
+	c.cap.stop_early = C.int(btoi(!spec.Logits && len(spec.Layers) > 0))
 	infos, err := c.pointInfos(spec.Points)
 	if err != nil {
 		return nil, err
@@ -511,4 +533,11 @@ var captureErrors = map[int]string{
 	2: "tensor is not contiguous",
 	3: "row width changed between micro-batches",
 	4: "out of memory copying activations",
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -31,6 +31,14 @@ typedef struct {
 	int error;          // 0 ok; 1 unsupported type; 2 non-contiguous; 3 width changed; 4 out of memory
 	char error_name[GGML_MAX_NAME];
 	int64_t matched;    // tensors copied since the last reset
+	// stop_early, set from Go for a request that reads no logits, ends each graph computation
+	// once every requested tensor of it was copied (the callback returns false: ggml skips the
+	// rest of the graph — later layers, the output norm and the vocabulary projection);
+	// stopped counts the computations ended so. asked counts the nodes the scheduler asked
+	// about (the nodes it reached) since the last reset.
+	int stop_early;
+	int64_t stopped;
+	int64_t asked;
 } probe_capture;
 
 bool probe_capture_cb(struct ggml_tensor * t, bool ask, void * user_data);

@@ -156,3 +156,50 @@ func TestCaptureQuantized(t *testing.T) {
 	t.Logf("Q8_0 worst relative error %.2g", worst)
 	require.Greater(t, worst, 1e-5, "a quantised model should not match the F32 reference exactly")
 }
+
+// TestCaptureStopsEarly: a capture that reads no logits ends each graph computation after its
+// last requested tensor. The scheduler then reaches far fewer nodes for layer 0 than for the
+// last layer, and for the last layer fewer than with logits (the output norm and vocabulary
+// projection are skipped); rows are those of the full computation (TestCaptureMatchesReference
+// checks them against the reference with and without logits).
+func TestCaptureStopsEarly(t *testing.T) {
+	cfg := models.TinyConfig()
+	ref, m, _ := loadTiny(t, cfg, 4)
+	c := newCtx(t, m, ContextOptions{NCtx: 64, KVType: KVF32})
+	seq := randomTokens(rand.New(rand.NewPCG(2, 2)), 9, cfg.NVocab)
+	asked := func(spec CaptureSpec) (int64, int64, *Activations) {
+		acts, err := c.Capture(context.Background(), [][]int32{seq}, spec)
+		require.NoError(t, err)
+		return int64(c.cap.asked), int64(c.cap.stopped), acts
+	}
+	first, stoppedFirst, a0 := asked(CaptureSpec{Layers: []int{0}, Positions: PositionsAll})
+	last, stoppedLast, _ := asked(CaptureSpec{Layers: []int{-1}, Positions: PositionsAll})
+	full, stoppedFull, _ := asked(CaptureSpec{Layers: []int{-1}, Positions: PositionsAll, Logits: true})
+	assert.Equal(t, int64(1), stoppedFirst, "one graph computation, stopped once")
+	assert.Equal(t, int64(1), stoppedLast)
+	assert.Zero(t, stoppedFull, "a capture with logits computes the whole graph")
+	assert.Less(t, 3*first, last, "layer 0 of 4 reaches about a quarter of the nodes")
+	assert.Less(t, last, full, "the output layer is skipped without logits")
+	t.Logf("nodes reached: layer 0 %d, last layer %d, last layer with logits %d", first, last, full)
+
+	// The KV cache is cleared after a stopped capture: the same capture again gives the same rows.
+	_, _, again := asked(CaptureSpec{Layers: []int{0}, Positions: PositionsAll})
+	assert.Equal(t, a0.Residual(0), again.Residual(0))
+	// Sequences longer than a decode and a micro-batch, stopped at layer 1 in every
+	// computation: later chunks attend to the cached layers 0 and 1 of earlier ones, which
+	// were computed, and match the reference.
+	small := newCtx(t, m, ContextOptions{NCtx: 64, NBatch: 4, NUBatch: 2, KVType: KVF32})
+	seqs := [][]int32{seq, randomTokens(rand.New(rand.NewPCG(3, 3)), 11, cfg.NVocab)}
+	acts, err := small.Capture(context.Background(), seqs, CaptureSpec{Layers: []int{1}, Points: []Point{Residual, AttnHeads}, Positions: PositionsAll})
+	require.NoError(t, err)
+	assert.Positive(t, int64(small.cap.stopped))
+	row := 0
+	for _, s := range seqs {
+		fw, err := ref.Reference(s)
+		require.NoError(t, err)
+		d, n := cfg.NEmbd, len(s)
+		assert.LessOrEqual(t, relMaxErr(acts.Residual(1)[row*d:(row+n)*d], fw.Residual[1]), 1e-4)
+		assert.LessOrEqual(t, relMaxErr(acts.Get(AttnHeads, 1)[row*d:(row+n)*d], fw.AttnHeads[1]), 1e-4)
+		row += n
+	}
+}

@@ -293,6 +293,21 @@ func tinyPieces(n int) ([]string, []float32) {
 			}
 		}
 	}
+	// A 128k bench vocabulary (what Llama 3 ships): four-letter strings, word-initial first.
+	for _, prefix := range []string{SpaceMarker, ""} {
+		for _, a := range letters {
+			for _, b := range letters {
+				for _, c := range letters {
+					for _, d := range letters {
+						if len(pieces) >= n {
+							break
+						}
+						push(prefix + string([]rune{a, b, c, d}))
+					}
+				}
+			}
+		}
+	}
 	scores := make([]float32, len(pieces))
 	for i, p := range pieces {
 		scores[i] = float32(len([]rune(p)))*10 - float32(i)*1e-3

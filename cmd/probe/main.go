@@ -94,6 +94,7 @@ before the model outputs anything, and trains its own backdoored model organism.
 		newScanCmd(),
 		newGenerateCmd(),
 		newServeCmd(),
+		newBenchCmd(),
 		newOrganismCmd(),
 		newDemoCmd(),
 	)
