@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"runtime"
 	"testing"
 	"time"
@@ -287,6 +289,108 @@ func BenchmarkStore(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
+		})
+	}
+}
+
+// BenchmarkLoadProbe4096 saves a Mahalanobis-style probe of n_embd 4,096 (4,096 components of
+// 4,096 float32 values, a normalisation) and loads it: form=binary is what Save writes,
+// form=json the all-JSON form of version 2 files, for comparison (slow: hundreds of MB of
+// text). It reports the file's size and the time of the one save.
+func BenchmarkLoadProbe4096(b *testing.B) {
+	const d = 4096
+	p := quadProbe(d, d, 1)
+	for _, form := range []struct {
+		name string
+		form fileForm
+	}{{"binary", formBinary}, {"json", formJSON}} {
+		b.Run("form="+form.name, func(b *testing.B) {
+			path := filepath.Join(b.TempDir(), "p.json")
+			start := time.Now()
+			if err := p.save(path, form.form); err != nil {
+				b.Fatal(err)
+			}
+			save := time.Since(start)
+			st, err := os.Stat(path)
+			if err != nil {
+				b.Fatal(err)
+			}
+			for b.Loop() {
+				q, err := Load(path)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if len(q.Quadratic.Components) != d {
+					b.Fatal("components lost")
+				}
+			}
+			b.ReportMetric(float64(st.Size())/(1<<20), "file_MiB")
+			b.ReportMetric(save.Seconds(), "save_s")
+		})
+	}
+}
+
+// BenchmarkScoreQuadraticRow scores single rows with a quadratic probe of d components of d
+// values, the components of each row on one goroutine (workers=1) or split across GOMAXPROCS
+// (workers=N, whatever parallelQuadWork says): where N beats 1 is the crossover Score uses.
+// One op scores enough rows for 2^26 multiply-adds; ns/score is the time of one.
+func BenchmarkScoreQuadraticRow(b *testing.B) {
+	for _, d := range []int{64, 256, 1024, 1448, 2048, 4096} {
+		p := quadProbe(d, d, 2)
+		pp := p.prepare()
+		x := make([]float32, d)
+		for j := range x {
+			x[j] = float32(j%5) - 2
+		}
+		reps := max(1, (1<<26)/(d*d))
+		procs := runtime.GOMAXPROCS(0)
+		for _, w := range []int{1, procs} {
+			b.Run(fmt.Sprintf("d=%d/workers=%d", d, w), func(b *testing.B) {
+				z, s := make([]float32, d), make([]float64, 1)
+				for b.Loop() {
+					for range reps {
+						if w == 1 {
+							pp.quadratic(x, z)
+						} else {
+							pp.quadraticSplit([][]float32{x}, s, w)
+						}
+					}
+				}
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*reps), "ns/score")
+			})
+		}
+	}
+}
+
+// BenchmarkScoreRowsQuadratic4096 scores rows with a probe of 4,096 components of 4,096 values
+// (64 MiB of float32): split=components is ScoreRows for fewer than 4·GOMAXPROCS rows (the
+// components across GOMAXPROCS goroutines), split=rows what it does without that (rows across
+// goroutines; one row on one goroutine), for 16 rows the rows split in blocks of 8 that read
+// each component once. ns/row is the time per row.
+func BenchmarkScoreRowsQuadratic4096(b *testing.B) {
+	const d = 4096
+	p := quadProbe(d, d, 3)
+	x := NewMatrix(16, d, nil)
+	for i := range x.Data {
+		x.Data[i] = float32(i%5) - 2
+	}
+	for _, c := range []struct {
+		rows  int
+		split string
+	}{{1, "components"}, {1, "rows"}, {3, "components"}, {3, "rows"}, {16, "rows"}} {
+		b.Run(fmt.Sprintf("rows=%d/split=%s", c.rows, c.split), func(b *testing.B) {
+			if c.split == "rows" {
+				defer func(old int64) { parallelQuadWork = old }(parallelQuadWork)
+				parallelQuadWork = math.MaxInt64
+			}
+			idx := make([]int, c.rows)
+			for i := range idx {
+				idx[i] = i
+			}
+			for b.Loop() {
+				p.ScoreRows(x, idx, nil)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*c.rows), "ns/row")
 		})
 	}
 }

@@ -2,33 +2,39 @@
 // detectors: it stores activation dumps, loads them as datasets, fits linear
 // and unsupervised probes, evaluates them with ranking metrics and grouped
 // cross-validation, calibrates their thresholds and saves them as versioned
-// JSON. It is pure Go (gonum; AVX2 assembly kernels with a portable fallback,
-// build tag purego), imports neither the llama.cpp bindings nor the models,
-// and builds with CGO_ENABLED=0.
+// JSON (safetensors for large arrays). It is pure Go (gonum; AVX2 assembly
+// kernels with a portable fallback, build tag purego), imports neither the
+// llama.cpp bindings nor the models, and builds with CGO_ENABLED=0.
 //
 // # Activation stores
 //
-// A store is a directory: manifest.json (Manifest: model fingerprint, layers,
-// capture point, positions all|last|mean, dtype f32|f16, shards, and one
-// Example per prompt with its id, label, group, tokens, pieces and rows) and
-// shards shard-00000.safetensors, … holding one tensor layer.N of shape
-// [rows, n_embd] per layer, loadable with Python's
-// safetensors.numpy.load_file.
+// A store is a directory: manifest.json (Manifest, a header: model
+// fingerprint, layers, capture point, positions all|last|mean, dtype f32|f16,
+// counts and the shard list), shards shard-00000.safetensors, … holding one
+// tensor layer.N of shape [rows, n_embd] per layer, loadable with Python's
+// safetensors.numpy.load_file, and beside each shard
+// shard-00000.examples.jsonl, one Example per line (id, label, group, tokens,
+// pieces and rows) in row order.
 //
 //	w, err := probe.CreateStore(dir, probe.Manifest{…}, probe.StoreOptions{ShardBytes: 256 << 20})
 //	err = w.Append(example, acts) // acts[l]: rows × n_embd floats of Layers[l]
 //	err = w.Flush()               // optional checkpoint (on a signal, say)
 //	err = w.Close()               // last shard, manifest marked complete
 //
-// The writer buffers at most one shard; each shard is written under a
-// temporary name, synced and renamed, and the manifest is then rewritten
-// atomically, so a crash leaves a valid store of the completed shards.
-// ResumeStore reopens it (Done reports finished ids; leftovers are removed).
-// CreateStore refuses a directory that already holds a store (ErrStoreExists).
-// Merge joins stores dumped in parts (--shard i/n). OpenStore validates the
-// manifest and every shard header; Store.ReadLayer and Store.ReadRows read
-// one layer, or chosen rows, with ReadAt over just those bytes, converting
-// F16 to float32. Extra fields for tools go in Manifest.Meta and Example.Meta.
+// The writer buffers at most one shard and keeps a 16-byte hash per example
+// id; each shard and its examples file are written under a temporary name,
+// synced and renamed, and the manifest is then rewritten atomically, so a
+// crash leaves a valid store of the completed shards and a flush costs the
+// same however many examples the store holds. ResumeStore reopens it (Done
+// reports finished ids; leftovers are removed; a store of version 1, whose
+// manifest listed every example, is rewritten as version 2). CreateStore
+// refuses a directory that already holds a store (ErrStoreExists). Merge
+// joins stores dumped in parts (--shard i/n). OpenStore validates the
+// manifest, every examples file and every shard header; LoadManifestHeader
+// and ForEachExample read the header and the examples without holding them
+// all. Store.ReadLayer and Store.ReadRows read one layer, or chosen rows, with
+// ReadAt over just those bytes, converting F16 to float32. Extra fields for
+// tools go in Manifest.Meta and Example.Meta.
 //
 // # Datasets and methods
 //
@@ -68,8 +74,11 @@
 //
 // Probe.Save writes JSON (version, method, layer, point, position, model
 // fingerprint and n_embd, normalisation, weights or quadratic terms, bias,
-// threshold and calibration, training summary with CV AUROC); Load reads and
-// validates it, exactly. Probe.CheckModel and Probe.CheckDataset return an
+// threshold and calibration, training summary with CV AUROC), or, for a probe
+// whose arrays hold more than 65,536 values (a quadratic probe at a real
+// width), one safetensors file with that JSON document, less the arrays, in
+// its metadata and the arrays as F64 and F32 tensors under a SHA-256; Load
+// reads and validates either, exactly. Probe.CheckModel and Probe.CheckDataset return an
 // error wrapping ErrModelMismatch when a probe meets another model, n_embd,
 // layer or position.
 //

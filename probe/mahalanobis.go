@@ -21,7 +21,7 @@ import (
 //
 // The probe is quadratic: its components are the p rows of L⁻¹, each with
 // coefficient 1, so a probe file holds p² values (64 MiB of float32 for
-// p = 4,096, more as JSON text) and scoring costs p² per row. Fitting costs
+// p = 4,096, in the binary form Save writes) and scoring costs p² per row. Fitting costs
 // n·p²/2 for S and 2p³/3 for L and L⁻¹.
 type Mahalanobis struct {
 	// Shrinkage is 0 for Ledoit–Wolf, a value in (0, 1] for a fixed δ, or

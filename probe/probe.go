@@ -4,12 +4,15 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"runtime"
 	"sync/atomic"
 )
 
 // ProbeVersion is the version of the probe file format written by Save. Version 2 added
-// ensembles (Members) and generation calibrations (Generation); version 1 files still load.
-const ProbeVersion = 2
+// ensembles (Members) and generation calibrations (Generation); version 3 the binary form of
+// large probes (a safetensors file holding the JSON document and the arrays; see Save).
+// Version 1 and 2 files still load.
+const ProbeVersion = 3
 
 // Probe is a fitted detector: it maps an activation row x (n_embd values of
 // one layer at one position) to a score, higher meaning more likely positive,
@@ -24,9 +27,10 @@ const ProbeVersion = 2
 //
 //	s(x) = Bias + Σ_k Coef[k]·(Components[k]·z)².
 //
-// A Probe is what Fit returns and what Save writes as JSON; its fields are
-// plain data. Scoring is safe for concurrent use; do not modify the fields
-// after the first score (scoring caches a prepared form of them).
+// A Probe is what Fit returns and what Save writes (as JSON, or as safetensors
+// for large arrays); its fields are plain data. Scoring is safe for concurrent
+// use; do not modify the fields after the first score (scoring caches a
+// prepared form of them).
 type Probe struct {
 	Version       int            `json:"version"`
 	Method        string         `json:"method"`
@@ -195,8 +199,11 @@ func (p *Probe) prepare() *prepared {
 // Score returns the probe's score of one row x of n_embd values. It panics if
 // len(x) differs from the probe's n_embd. A linear score is computed as
 // Σ_j (w_j/σ_j)·x_j + (b − Σ_j w_j μ_j/σ_j), the normalisation folded into the
-// weights, in float64; a quadratic one normalises x in float32 and
-// accumulates each projection in float32.
+// weights, in float64; a quadratic one normalises x in float32, accumulates
+// each projection in float32 and adds the terms in float64 in component order.
+// A large quadratic probe (components × n_embd ≥ parallelQuadWork) splits its
+// components across GOMAXPROCS goroutines; the result is bit for bit the
+// single-threaded one.
 func (p *Probe) Score(x []float32) float64 {
 	p.mustBeSingle()
 	pp := p.prepare()
@@ -206,25 +213,115 @@ func (p *Probe) Score(x []float32) float64 {
 	if pp.w != nil {
 		return dotMixed(x, pp.w) + pp.b
 	}
+	if w := pp.rowWorkers(); w > 1 {
+		var s [1]float64
+		pp.quadraticSplit([][]float32{x}, s[:], w)
+		return s[0]
+	}
 	return pp.quadratic(x, make([]float32, pp.n))
 }
 
-func (pp *prepared) quadratic(x, z []float32) float64 {
+// parallelQuadWork is the work of one quadratic score (components × n_embd multiply-adds)
+// from which Score splits the components across goroutines. Measured on 2 cores shared with
+// other work (BenchmarkScoreQuadraticRow, GOMAXPROCS 2, -benchtime 3x): splitting lost at
+// 1024² in most runs, went either way at 1448² (2,096,704, just below this), and at 4096²
+// gained 1.5–1.8× while the second core was free, 0.8–1.5× while other processes loaded it.
+var parallelQuadWork int64 = 1 << 21
+
+// rowWorkers returns the number of goroutines a quadratic score of one row uses.
+func (pp *prepared) rowWorkers() int {
+	if int64(len(pp.comps))*int64(pp.n) < parallelQuadWork {
+		return 1
+	}
+	return workers(0, len(pp.comps))
+}
+
+// normalize sets z = (x − mean)·invScale in float32.
+func (pp *prepared) normalize(x, z []float32) {
 	for j, v := range x {
 		z[j] = (v - pp.mean[j]) * pp.invScale[j]
 	}
+}
+
+// term returns Coef[k]·(u·z)², the projection accumulated in float32. The conversion rounds
+// the product before the caller adds it (Go may otherwise fuse a multiply and an add), so a
+// term is the same wherever it is added.
+func (pp *prepared) term(k int, u, z []float32) float64 {
+	t := float64(dot32(u, z))
+	return float64(pp.coef[k] * t * t)
+}
+
+// The three ways to compute quadratic scores below give the same bits: each term is computed
+// alone by term, and each row's terms are added to Bias in component order.
+
+// quadratic returns the quadratic score of x on the caller's goroutine, using z (n values) as
+// scratch space.
+func (pp *prepared) quadratic(x, z []float32) float64 {
+	pp.normalize(x, z)
 	s := pp.b
 	for k, u := range pp.comps {
-		t := float64(dot32(u, z))
-		s += pp.coef[k] * t * t
+		s += pp.term(k, u, z)
 	}
 	return s
 }
 
+// quadBlock is the number of rows quadraticBlock scores together.
+const quadBlock = 8
+
+// quadraticBlock scores the rows xs (at most quadBlock) into dst on the caller's goroutine,
+// reading each component once for all of them; zs holds len(xs) scratch rows of n values.
+func (pp *prepared) quadraticBlock(xs, zs [][]float32, dst []float64) {
+	zs = zs[:len(xs)]
+	for r, x := range xs {
+		pp.normalize(x, zs[r])
+		dst[r] = pp.b
+	}
+	for k, u := range pp.comps {
+		for r, z := range zs {
+			dst[r] += pp.term(k, u, z)
+		}
+	}
+}
+
+// splitChunk is the work (multiply-adds) of one chunk of components in quadraticSplit, some
+// 20–60 µs on one core: small enough that a goroutine whose core is taken delays little.
+var splitChunk = 1 << 18
+
+// quadraticSplit scores the rows xs into dst with the components split across w goroutines
+// in chunks (parallelChunks), each chunk's components read once for all the rows; the terms
+// are then added row by row.
+func (pp *prepared) quadraticSplit(xs [][]float32, dst []float64, w int) {
+	nc := len(pp.comps)
+	zs := make([][]float32, len(xs))
+	for r, x := range xs {
+		zs[r] = make([]float32, pp.n)
+		pp.normalize(x, zs[r])
+	}
+	terms := make([]float64, len(xs)*nc)
+	parallelChunks(nc, w, splitChunk/(len(xs)*pp.n), func(lo, hi int) {
+		for k := lo; k < hi; k++ {
+			u := pp.comps[k]
+			for r, z := range zs {
+				terms[r*nc+k] = pp.term(k, u, z)
+			}
+		}
+	})
+	for r := range xs {
+		s := pp.b
+		for _, t := range terms[r*nc : (r+1)*nc] {
+			s += t
+		}
+		dst[r] = s
+	}
+}
+
 // ScoreRows scores the rows idx of x (all rows if idx is nil) into dst, which
-// is grown if needed, and returns it: dst[k] = Score(x.Row(idx[k])). It uses
-// GOMAXPROCS goroutines for large inputs. It panics if x.Cols differs from the
-// probe's n_embd.
+// is grown if needed, and returns it: dst[k] = Score(x.Row(idx[k])), bit for
+// bit. It uses GOMAXPROCS goroutines for large inputs: rows split across them,
+// or, for fewer than 4·GOMAXPROCS rows of a large quadratic probe, the
+// components as in Score. A quadratic probe reads each component once for
+// 8 rows (or for all the rows of a split), not once per row.
+// It panics if x.Cols differs from the probe's n_embd.
 func (p *Probe) ScoreRows(x *Matrix, idx []int, dst []float64) []float64 {
 	p.mustBeSingle()
 	pp := p.prepare()
@@ -245,18 +342,41 @@ func (p *Probe) ScoreRows(x *Matrix, idx []int, dst []float64) []float64 {
 		}
 		return x.Row(idx[k])
 	}
-	// Split only when each goroutine gets a few MB of work.
-	w := workers(0, int(int64(n)*int64(pp.n)/(1<<20)))
-	parallelFor(n, w, func(_, lo, hi int) {
-		if pp.w != nil {
+	if pp.w != nil {
+		// Split only when each goroutine gets a few MB of rows.
+		w := workers(0, int(int64(n)*int64(pp.n)/(1<<20)))
+		parallelFor(n, w, func(_, lo, hi int) {
 			for k := lo; k < hi; k++ {
 				dst[k] = dotMixed(row(k), pp.w) + pp.b
 			}
-			return
+		})
+		return dst
+	}
+	if rw := pp.rowWorkers(); rw > 1 && n < 4*runtime.GOMAXPROCS(0) {
+		// Few rows of a large probe: split the components.
+		xs := make([][]float32, n)
+		for k := range xs {
+			xs[k] = row(k)
 		}
-		z := make([]float32, pp.n)
-		for k := lo; k < hi; k++ {
-			dst[k] = pp.quadratic(row(k), z)
+		pp.quadraticSplit(xs, dst, rw)
+		return dst
+	}
+	// Split rows only when each goroutine gets a million multiply-adds or more.
+	perRow := int64(len(pp.comps)) * int64(pp.n)
+	w := workers(0, int(min(int64(n)*perRow/(1<<20), math.MaxInt32)))
+	parallelFor(n, w, func(_, lo, hi int) {
+		zs := make([][]float32, quadBlock)
+		for r := range zs {
+			zs[r] = make([]float32, pp.n)
+		}
+		xs := make([][]float32, 0, quadBlock)
+		for b := lo; b < hi; b += quadBlock {
+			e := min(b+quadBlock, hi)
+			xs = xs[:0]
+			for k := b; k < e; k++ {
+				xs = append(xs, row(k))
+			}
+			pp.quadraticBlock(xs, zs, dst[b:e])
 		}
 	})
 	return dst

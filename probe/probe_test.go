@@ -163,7 +163,7 @@ func TestLoadInvalidProbe(t *testing.T) {
 	cases := map[string]string{
 		"not json":          `{`,
 		"trailing":          good + `{}`,
-		"version":           strings.Replace(good, `"version":1`, `"version":3`, 1),
+		"version":           strings.Replace(good, `"version":1`, `"version":4`, 1),
 		"no method":         strings.Replace(good, `"method":"meandiff"`, `"method":""`, 1),
 		"weights length":    strings.Replace(good, `"weights":[1,2]`, `"weights":[1]`, 1),
 		"no weights":        strings.Replace(good, `"weights":[1,2],`, ``, 1),
@@ -203,6 +203,9 @@ func FuzzParseProbe(f *testing.F) {
 		require.NoError(f, err)
 		f.Add(data)
 	}
+	bin, err := quadProbe(3, 4, 1).encode(formBinary)
+	require.NoError(f, err)
+	f.Add(bin.bytes())
 	f.Add([]byte(`{"version":1,"method":"m","model":{"n_embd":1},"weights":[1]}`))
 	f.Add([]byte(`null`))
 	r := rand.New(rand.NewPCG(1, 1))

@@ -123,19 +123,25 @@ func (p *Probe) Validate() error {
 	return nil
 }
 
-// Save writes the probe as indented JSON to path, through a temporary file
-// renamed into place. It returns an error if the probe is invalid. Numbers
-// are written as the shortest decimal that parses back to the same float64
-// (float32 for components), so a Save/Load round trip is exact.
+// Save writes the probe to path, through a temporary file renamed into place, so that a
+// reader or a crash sees the old file or the new one, never a part. A probe whose arrays hold
+// at most 65,536 values (any linear probe at a real width) is written as indented JSON; a
+// larger one (a quadratic probe at a real width) as one safetensors file holding the same
+// JSON document, without the arrays, in its metadata and the arrays as tensors (see
+// probebin.go). It returns an error if the probe is invalid. Numbers keep every bit: JSON
+// writes the shortest decimal that parses back to the same float64 (float32 for components),
+// the binary form writes F64 and F32 tensors; so a Save/Load round trip is exact.
 func (p *Probe) Save(path string) error {
-	if err := p.Validate(); err != nil {
+	return p.save(path, formAuto)
+}
+
+// save writes the probe in the given form.
+func (p *Probe) save(path string, form fileForm) error {
+	e, err := p.encode(form)
+	if err != nil {
 		return err
 	}
-	data, err := json.MarshalIndent(p, "", " ")
-	if err != nil {
-		return fmt.Errorf("save probe: %w", err)
-	}
-	if err := safefile.WriteBytes(path, append(data, '\n'), 0o644); err != nil {
+	if err := safefile.Write(path, 0o644, e.writeTo); err != nil {
 		return fmt.Errorf("save probe: %w", err)
 	}
 	return nil
@@ -203,9 +209,29 @@ func checkRequiredAt(data []byte, prefix string) error {
 	return nil
 }
 
-// ParseProbe decodes and validates a probe file's content: the one check every command that
+// ParseProbe decodes and validates a probe file's content, in either form Save writes (JSON,
+// or safetensors with the JSON document in its metadata): the one check every command that
 // reads a probe file goes through.
 func ParseProbe(data []byte) (*Probe, error) {
+	var p *Probe
+	var err error
+	if isBinaryProbe(data) {
+		p, err = parseBinaryProbe(data)
+	} else {
+		p, err = decodeJSONProbe(data)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// decodeJSONProbe decodes a probe's JSON document, every required field present; it does not
+// validate the values.
+func decodeJSONProbe(data []byte) (*Probe, error) {
 	if err := checkRequired(data); err != nil {
 		return nil, err
 	}
@@ -217,13 +243,10 @@ func ParseProbe(data []byte) (*Probe, error) {
 	if dec.More() {
 		return nil, fmt.Errorf("%w: trailing data after the JSON object", ErrProbeFile)
 	}
-	if err := p.Validate(); err != nil {
-		return nil, err
-	}
 	return p, nil
 }
 
-// Load reads and validates a probe file written by Save.
+// Load reads and validates a probe file written by Save, in either form.
 func Load(path string) (*Probe, error) {
 	data, err := safefile.ReadFile(path)
 	if err != nil {
@@ -238,9 +261,14 @@ func Load(path string) (*Probe, error) {
 
 // Clone returns a deep copy of the probe, made through its file form (so it is validated).
 func (p *Probe) Clone() (*Probe, error) {
-	data, err := json.Marshal(p)
+	e, err := p.encode(formAuto)
 	if err != nil {
 		return nil, fmt.Errorf("clone probe: %w", err)
 	}
-	return ParseProbe(data)
+	c, err := ParseProbe(e.bytes())
+	if err != nil {
+		return nil, err
+	}
+	c.Version = p.Version // the binary form says at least 3
+	return c, nil
 }

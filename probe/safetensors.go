@@ -182,6 +182,9 @@ func parseSafetensorsHeader(raw []byte, size int64) (*stHeader, error) {
 		}
 		next = t.End
 	}
+	if next > size {
+		return nil, stErrorf("tensor data ends at byte %d but the file has %d bytes: truncated?", next, size)
+	}
 	if next != size {
 		return nil, stErrorf("tensor data ends at byte %d but the file has %d bytes", next, size)
 	}
