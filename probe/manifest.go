@@ -1,10 +1,13 @@
 package probe
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"os"
 	"path/filepath"
 	"regexp"
 
@@ -13,7 +16,13 @@ import (
 
 // ManifestVersion is the version of manifest.json written by this package.
 // LoadManifest accepts versions 1 to ManifestVersion.
-const ManifestVersion = 1
+//
+// Version 1 lists every example inline in manifest.json, so the file grows with
+// the dump and a writer rewrites all of it at every shard. Version 2 keeps
+// manifest.json a small header (model, layers, point, positions, dtype, counts
+// and the shard list) and writes each shard's examples once, beside the shard,
+// in shard-NNNNN.examples.jsonl: one JSON object per line, in row order.
+const ManifestVersion = 2
 
 // ManifestName is the file name of a store's manifest.
 const ManifestName = "manifest.json"
@@ -51,11 +60,14 @@ type ModelInfo struct {
 	Meta     map[string]string `json:"meta,omitempty"`
 }
 
-// ShardInfo describes one shard file of a store.
+// ShardInfo describes one shard file of a store: its rows, the number of
+// examples they belong to and, from version 2 on, the file that lists those
+// examples (ExamplesFile, shard-NNNNN.examples.jsonl).
 type ShardInfo struct {
-	File     string `json:"file"`
-	Rows     int    `json:"rows"`
-	Examples int    `json:"examples"`
+	File         string `json:"file"`
+	Rows         int    `json:"rows"`
+	Examples     int    `json:"examples"`
+	ExamplesFile string `json:"examples_file,omitempty"`
 }
 
 // Example is one prompt of a store and where its rows lie.
@@ -64,8 +76,9 @@ type ShardInfo struct {
 // (clean), nil for unknown. Group names the request family or template, used to
 // keep related prompts in one cross-validation fold. Row is the global index of
 // the example's first row (rows of all shards counted in shard order) and Rows
-// the number of rows: NTokens for a PositionAll store, 1 otherwise. Shard,
-// Row and Rows are set by the store writer.
+// the number of rows: NTokens for a PositionAll store, 1 otherwise. Rows is set
+// by the store writer; Shard and Row by the reader, from where the example lies
+// (a version 2 examples file does not record them).
 type Example struct {
 	ID      string            `json:"id"`
 	Prompt  string            `json:"prompt,omitempty"`
@@ -80,10 +93,16 @@ type Example struct {
 	Meta    map[string]string `json:"meta,omitempty"`
 }
 
-// Manifest is the content of a store's manifest.json: what was captured, from
-// which model, and where each example's rows are. It lists only examples whose
-// shard was completely written. Complete is true once the writer was closed.
-// Meta holds free-form fields for the tools that write stores.
+// Manifest describes a store: what was captured, from which model, its shards,
+// and where each example's rows are. It counts only examples whose shard was
+// completely written. Complete is true once the writer was closed. Meta holds
+// free-form fields for the tools that write stores.
+//
+// In a version 2 store manifest.json holds everything but Examples, which
+// LoadManifest reads from the shards' examples files; LoadManifestHeader and
+// StoreWriter.Manifest leave Examples nil, and ForEachExample reads the
+// examples one shard at a time. A version 1 manifest.json lists Examples
+// inline.
 type Manifest struct {
 	Version   int       `json:"version"`
 	Complete  bool      `json:"complete"`
@@ -94,9 +113,13 @@ type Manifest struct {
 	DType     string    `json:"dtype"`
 	NEmbd     int       `json:"n_embd"`
 	Rows      int       `json:"rows"`
-	// Shards and Examples are omitted only from the head that encodeManifest
-	// writes before listing them one per line; a manifest file always has both.
-	Shards   []ShardInfo       `json:"shards,omitempty"`
+	// NExamples is the number of examples, the sum of the shards' counts (a
+	// version 1 manifest.json has no such field: LoadManifest sets it).
+	NExamples int `json:"n_examples"`
+	// Shards are omitted only from the head that encodeManifest writes before
+	// listing them one per line; a manifest file always has them.
+	Shards []ShardInfo `json:"shards,omitempty"`
+	// Examples are never written to a version 2 manifest.json.
 	Examples []Example         `json:"examples,omitempty"`
 	Meta     map[string]string `json:"meta,omitempty"`
 }
@@ -133,6 +156,9 @@ var shardNameRE = regexp.MustCompile(`^shard-[0-9]{5,}\.safetensors$`)
 
 // shardName is the file name of shard i.
 func shardName(i int) string { return fmt.Sprintf("shard-%05d.safetensors", i) }
+
+// examplesName is the file name of the examples of shard i (version 2).
+func examplesName(i int) string { return fmt.Sprintf("shard-%05d.examples.jsonl", i) }
 
 // validateHeader checks the fields of m that a writer needs before any example.
 func (m *Manifest) validateHeader() error {
@@ -174,48 +200,32 @@ func (m *Manifest) validateHeader() error {
 }
 
 // Validate checks that m is self-consistent: supported version, known
-// positions and dtype, shard files named shard-NNNNN.safetensors in order,
-// examples with unique ids laid out contiguously over the shards, and row
-// counts that add up.
+// positions and dtype, shard files named shard-NNNNN.safetensors in order (and,
+// from version 2, their examples files shard-NNNNN.examples.jsonl), row and
+// example counts that add up, and examples with unique ids laid out
+// contiguously over the shards. The examples of a version 2 manifest are
+// checked only when they are loaded (Examples not nil).
 func (m *Manifest) Validate() error {
-	if err := m.validateHeader(); err != nil {
+	if err := m.validateShards(); err != nil {
 		return err
 	}
-	for i, s := range m.Shards {
-		if !shardNameRE.MatchString(s.File) || s.File != shardName(i) {
-			return manifestErrorf("shard %d: file %q, want %q", i, s.File, shardName(i))
-		}
-		if s.Rows <= 0 || s.Examples <= 0 || s.Examples > s.Rows {
-			return manifestErrorf("shard %d: %d rows for %d examples", i, s.Rows, s.Examples)
-		}
+	if m.Version >= 2 && m.Examples == nil {
+		return nil
+	}
+	if m.Version >= 2 && len(m.Examples) != m.NExamples {
+		return manifestErrorf("%d examples loaded, manifest says %d", len(m.Examples), m.NExamples)
 	}
 	ids := make(map[string]bool, len(m.Examples))
 	row, shard, inShard, rowsInShard := 0, 0, 0, 0
 	for i := range m.Examples {
 		e := &m.Examples[i]
-		if e.ID == "" {
-			return manifestErrorf("example %d: empty id", i)
+		if err := m.checkExample(e); err != nil {
+			return err
 		}
 		if ids[e.ID] {
 			return manifestErrorf("example %d: duplicate id %q", i, e.ID)
 		}
 		ids[e.ID] = true
-		if e.Rows <= 0 {
-			return manifestErrorf("example %q: %d rows", e.ID, e.Rows)
-		}
-		if m.Positions == PositionAll {
-			if e.NTokens != e.Rows {
-				return manifestErrorf("example %q: %d rows for %d tokens in a positions=all store", e.ID, e.Rows, e.NTokens)
-			}
-		} else if e.Rows != 1 {
-			return manifestErrorf("example %q: %d rows in a positions=%s store", e.ID, e.Rows, m.Positions)
-		}
-		if len(e.Tokens) > 0 && len(e.Tokens) != e.NTokens {
-			return manifestErrorf("example %q: %d token ids for n_tokens %d", e.ID, len(e.Tokens), e.NTokens)
-		}
-		if len(e.Pieces) > 0 && len(e.Pieces) != e.NTokens {
-			return manifestErrorf("example %q: %d pieces for n_tokens %d", e.ID, len(e.Pieces), e.NTokens)
-		}
 		for e.Shard != shard {
 			if e.Shard < shard || shard >= len(m.Shards) || inShard != m.Shards[shard].Examples || rowsInShard != m.Shards[shard].Rows {
 				return manifestErrorf("example %q: shard %d out of order or shard %d's counts do not match its examples", e.ID, e.Shard, shard)
@@ -243,7 +253,66 @@ func (m *Manifest) Validate() error {
 	return nil
 }
 
-// ParseManifest decodes and validates a manifest.
+// validateShards checks the header and the shard list: file names, and counts
+// that add up to Rows (and, from version 2, to NExamples).
+func (m *Manifest) validateShards() error {
+	if err := m.validateHeader(); err != nil {
+		return err
+	}
+	rows, examples := 0, 0
+	for i, s := range m.Shards {
+		if !shardNameRE.MatchString(s.File) || s.File != shardName(i) {
+			return manifestErrorf("shard %d: file %q, want %q", i, s.File, shardName(i))
+		}
+		if m.Version >= 2 && s.ExamplesFile != examplesName(i) {
+			return manifestErrorf("shard %d: examples file %q, want %q", i, s.ExamplesFile, examplesName(i))
+		}
+		if s.Rows <= 0 || s.Examples <= 0 || s.Examples > s.Rows {
+			return manifestErrorf("shard %d: %d rows for %d examples", i, s.Rows, s.Examples)
+		}
+		rows += s.Rows
+		examples += s.Examples
+	}
+	if m.Version >= 2 {
+		if rows != m.Rows {
+			return manifestErrorf("shards hold %d rows, manifest says %d", rows, m.Rows)
+		}
+		if examples != m.NExamples {
+			return manifestErrorf("shards hold %d examples, manifest says %d", examples, m.NExamples)
+		}
+	}
+	return nil
+}
+
+// checkExample checks one example on its own: an id, and rows that fit the
+// store's positions and the example's tokens.
+func (m *Manifest) checkExample(e *Example) error {
+	if e.ID == "" {
+		return manifestErrorf("example at row %d: empty id", e.Row)
+	}
+	if e.Rows <= 0 {
+		return manifestErrorf("example %q: %d rows", e.ID, e.Rows)
+	}
+	if m.Positions == PositionAll {
+		if e.NTokens != e.Rows {
+			return manifestErrorf("example %q: %d rows for %d tokens in a positions=all store", e.ID, e.Rows, e.NTokens)
+		}
+	} else if e.Rows != 1 {
+		return manifestErrorf("example %q: %d rows in a positions=%s store", e.ID, e.Rows, m.Positions)
+	}
+	if len(e.Tokens) > 0 && len(e.Tokens) != e.NTokens {
+		return manifestErrorf("example %q: %d token ids for n_tokens %d", e.ID, len(e.Tokens), e.NTokens)
+	}
+	if len(e.Pieces) > 0 && len(e.Pieces) != e.NTokens {
+		return manifestErrorf("example %q: %d pieces for n_tokens %d", e.ID, len(e.Pieces), e.NTokens)
+	}
+	return nil
+}
+
+// ParseManifest decodes and validates the content of a manifest.json. A
+// version 1 manifest lists its examples, which are validated too; a version 2
+// manifest is a header whose examples lie in the shards' examples files
+// (LoadManifest reads them), and Examples is left nil.
 func ParseManifest(data []byte) (*Manifest, error) {
 	var m Manifest
 	dec := json.NewDecoder(bytes.NewReader(data))
@@ -253,14 +322,51 @@ func ParseManifest(data []byte) (*Manifest, error) {
 	if dec.More() {
 		return nil, manifestErrorf("trailing data after the JSON object")
 	}
+	switch {
+	case m.Version == 1:
+		if m.Examples == nil {
+			m.Examples = []Example{}
+		}
+		m.NExamples = len(m.Examples)
+	case m.Version >= 2 && m.Examples != nil:
+		return nil, manifestErrorf("version %d lists its examples in the shards' examples files, not in the manifest", m.Version)
+	}
 	if err := m.Validate(); err != nil {
 		return nil, err
 	}
 	return &m, nil
 }
 
-// LoadManifest reads and validates dir/manifest.json.
+// LoadManifest reads and validates dir/manifest.json with every example: a
+// version 2 store's are read from its examples files, and checked against the
+// shard list. Its memory grows with the number of examples; LoadManifestHeader
+// and ForEachExample do not.
 func LoadManifest(dir string) (*Manifest, error) {
+	m, err := LoadManifestHeader(dir)
+	if err != nil {
+		return nil, err
+	}
+	if m.Examples != nil {
+		return m, nil // version 1: listed and validated inline
+	}
+	exs := make([]Example, 0, min(m.NExamples, 1<<16)) // the count is the file's word: grow as read
+	if err := ForEachExample(dir, m, func(e *Example) error {
+		exs = append(exs, *e)
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	m.Examples = exs
+	if err := m.Validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", dir, err)
+	}
+	return m, nil
+}
+
+// LoadManifestHeader reads and validates dir/manifest.json alone: for a
+// version 2 store everything but the examples (Examples is nil, NExamples
+// counts them); a version 1 manifest lists them inline, and they are kept.
+func LoadManifestHeader(dir string) (*Manifest, error) {
 	data, err := safefile.ReadFile(filepath.Join(dir, ManifestName))
 	if err != nil {
 		return nil, err
@@ -272,10 +378,159 @@ func LoadManifest(dir string) (*Manifest, error) {
 	return m, nil
 }
 
-// encodeManifest encodes m as JSON with one shard or example per line, so
-// that large manifests stay readable with line tools and compact on disk.
+// ForEachExample calls fn with every example of the store in dir described by
+// m, in row order, with Shard, Row and Rows set. When m.Examples is loaded (a
+// version 1 manifest, or LoadManifest's) it walks them; otherwise it reads the
+// shards' examples files one line at a time, so memory does not grow with the
+// store, and checks each file against its shard's counts. An error from fn
+// stops the walk and is returned as is.
+func ForEachExample(dir string, m *Manifest, fn func(e *Example) error) error {
+	if m.Examples != nil {
+		for i := range m.Examples {
+			if err := fn(&m.Examples[i]); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	row := 0
+	for i := range m.Shards {
+		if err := readShardExamples(dir, m, i, row, fn); err != nil {
+			return err
+		}
+		row += m.Shards[i].Rows
+	}
+	return nil
+}
+
+// exampleRecord is one line of a shard's examples file: an Example without its
+// place in the store (Shard and Row follow from the line's position), so that
+// a shard and its examples file can be linked into another store unchanged.
+type exampleRecord struct {
+	ID      string            `json:"id"`
+	Prompt  string            `json:"prompt,omitempty"`
+	Label   *bool             `json:"label"`
+	Group   string            `json:"group,omitempty"`
+	Tokens  []int32           `json:"tokens,omitempty"`
+	Pieces  []string          `json:"pieces,omitempty"`
+	NTokens int               `json:"n_tokens"`
+	Rows    int               `json:"rows"`
+	Meta    map[string]string `json:"meta,omitempty"`
+}
+
+func recordOf(e *Example) exampleRecord {
+	return exampleRecord{ID: e.ID, Prompt: e.Prompt, Label: e.Label, Group: e.Group, Tokens: e.Tokens,
+		Pieces: e.Pieces, NTokens: e.NTokens, Rows: e.Rows, Meta: e.Meta}
+}
+
+// appendRecord appends e's examples-file line (JSON and a newline) to buf.
+func appendRecord(buf []byte, e *Example) ([]byte, error) {
+	b, err := json.Marshal(recordOf(e))
+	if err != nil {
+		return buf, err
+	}
+	return append(append(buf, b...), '\n'), nil
+}
+
+// maxRecordLine bounds one line of an examples file (a prompt of a few
+// hundred thousand tokens with its ids and pieces).
+const maxRecordLine = 256 << 20
+
+// readShardExamples reads the examples file of shard i, whose first row is the
+// store's row start, and calls fn with each example. The file must hold
+// exactly the shard's examples and rows.
+func readShardExamples(dir string, m *Manifest, i, start int, fn func(e *Example) error) error {
+	s := m.Shards[i]
+	path := filepath.Join(dir, s.ExamplesFile)
+	if err := safefile.CheckRegular(path); err != nil {
+		return err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fail := func(line int, format string, args ...any) error {
+		return fmt.Errorf("%s line %d: %w", path, line, manifestErrorf(format, args...))
+	}
+	br := bufio.NewReaderSize(f, 1<<16)
+	n, row := 0, start
+	for line := 1; ; line++ {
+		raw, err := readLine(br, maxRecordLine)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("read %s: %w", path, err)
+		}
+		if n == s.Examples {
+			return fail(line, "more than the shard's %d examples", s.Examples)
+		}
+		var r exampleRecord
+		dec := json.NewDecoder(bytes.NewReader(raw))
+		if err := dec.Decode(&r); err != nil {
+			return fail(line, "%v", err)
+		}
+		if dec.More() {
+			return fail(line, "trailing data after the JSON object")
+		}
+		e := Example{ID: r.ID, Prompt: r.Prompt, Label: r.Label, Group: r.Group, Tokens: r.Tokens, Pieces: r.Pieces,
+			NTokens: r.NTokens, Shard: i, Row: row, Rows: r.Rows, Meta: r.Meta}
+		if err := m.checkExample(&e); err != nil {
+			return fmt.Errorf("%s line %d: %w", path, line, err)
+		}
+		if row+e.Rows > start+s.Rows {
+			return fail(line, "example %q runs past the shard's %d rows", e.ID, s.Rows)
+		}
+		if err := fn(&e); err != nil {
+			return err
+		}
+		n++
+		row += e.Rows
+	}
+	if n != s.Examples || row != start+s.Rows {
+		return fmt.Errorf("%s: %w", path, manifestErrorf("%d examples of %d rows, the shard has %d of %d", n, row-start, s.Examples, s.Rows))
+	}
+	return nil
+}
+
+// readLine returns the next line of br without its newline (a last line
+// without one too), or io.EOF at the end. A line longer than limit is an
+// error.
+func readLine(br *bufio.Reader, limit int) ([]byte, error) {
+	var line []byte
+	for {
+		chunk, err := br.ReadSlice('\n')
+		if len(line)+len(chunk) > limit {
+			return nil, fmt.Errorf("a line longer than %d bytes", limit)
+		}
+		switch {
+		case err == nil:
+			if line == nil {
+				return chunk[:len(chunk)-1], nil
+			}
+			return append(line, chunk[:len(chunk)-1]...), nil
+		case errors.Is(err, bufio.ErrBufferFull):
+			line = append(line, chunk...)
+		case err == io.EOF:
+			if len(line)+len(chunk) == 0 {
+				return nil, io.EOF
+			}
+			return append(line, chunk...), nil
+		default:
+			return nil, err
+		}
+	}
+}
+
+// encodeManifest encodes m's header as JSON with one shard per line, so that
+// manifests of many shards stay readable with line tools. The examples of a
+// version 2 store are never in it (they are in the shards' examples files).
 func encodeManifest(m *Manifest) ([]byte, error) {
-	h := *m // the head: everything but the shard and example lists
+	if m.Version < 2 {
+		return nil, fmt.Errorf("encode manifest: version %d is read, never written", m.Version)
+	}
+	h := *m // the head: everything but the shard list
 	h.Shards, h.Examples = nil, nil
 	head, err := json.Marshal(&h)
 	if err != nil {
@@ -283,33 +538,23 @@ func encodeManifest(m *Manifest) ([]byte, error) {
 	}
 	var buf bytes.Buffer
 	buf.Write(head[:len(head)-1]) // drop the closing brace
-	list := func(name string, n int, item func(i int) any) error {
-		fmt.Fprintf(&buf, ",\n%q:[", name)
-		for i := 0; i < n; i++ {
-			b, err := json.Marshal(item(i))
-			if err != nil {
-				return err
-			}
-			if i > 0 {
-				buf.WriteByte(',')
-			}
-			buf.WriteString("\n ")
-			buf.Write(b)
+	buf.WriteString(",\n\"shards\":[")
+	for i := range m.Shards {
+		b, err := json.Marshal(&m.Shards[i])
+		if err != nil {
+			return nil, err
 		}
-		buf.WriteString("\n]")
-		return nil
+		if i > 0 {
+			buf.WriteByte(',')
+		}
+		buf.WriteString("\n ")
+		buf.Write(b)
 	}
-	if err := list("shards", len(m.Shards), func(i int) any { return m.Shards[i] }); err != nil {
-		return nil, err
-	}
-	if err := list("examples", len(m.Examples), func(i int) any { return &m.Examples[i] }); err != nil {
-		return nil, err
-	}
-	buf.WriteString("\n}\n")
+	buf.WriteString("\n]\n}\n")
 	return buf.Bytes(), nil
 }
 
-// writeManifest writes m to dir/manifest.json atomically.
+// writeManifest writes m's header to dir/manifest.json atomically.
 func writeManifest(dir string, m *Manifest) error {
 	data, err := encodeManifest(m)
 	if err != nil {

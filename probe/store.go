@@ -1,6 +1,8 @@
 package probe
 
 import (
+	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -22,10 +24,10 @@ const DefaultShardBytes = 256 << 20
 
 // StoreOptions configures a StoreWriter.
 type StoreOptions struct {
-	// ShardBytes is the size of activation data at which a shard is closed
-	// and the next begun; it bounds the writer's memory. A shard holds at
-	// least one example, so an example larger than ShardBytes makes a shard
-	// of its own. Zero means DefaultShardBytes.
+	// ShardBytes is the size of activation data and example records at which
+	// a shard is closed and the next begun; it bounds the writer's memory. A
+	// shard holds at least one example, so an example larger than ShardBytes
+	// makes a shard of its own. Zero means DefaultShardBytes.
 	ShardBytes int64
 }
 
@@ -35,39 +37,58 @@ var ErrStoreExists = errors.New("directory already holds an activation store")
 
 // StoreWriter writes an activation store: examples are appended one by one,
 // buffered until the current shard reaches StoreOptions.ShardBytes, and then
-// written as shard-NNNNN.safetensors. Each shard is written under a
-// temporary name, synced and renamed; then manifest.json is rewritten
-// atomically to list it. At any moment the directory therefore holds a valid
-// store of the examples in completed shards, and a crash loses at most the
-// buffered examples; ResumeStore reopens it.
+// written as shard-NNNNN.safetensors with their records in
+// shard-NNNNN.examples.jsonl. Each of the two files is written under a
+// temporary name, synced and renamed; then manifest.json, a header whose size
+// depends on the number of shards only, is rewritten atomically to list them.
+// At any moment the directory therefore holds a valid store of the examples in
+// completed shards, and a crash loses at most the buffered examples;
+// ResumeStore reopens it.
+//
+// A writer holds one shard's rows and example records, and 16 bytes per
+// example id (a hash, for Done and the duplicate check); a flush writes one
+// shard, its examples and the header, whatever the store already holds.
 //
 // A StoreWriter is not safe for concurrent use, and one directory must have
 // one writer at a time.
 type StoreWriter struct {
 	dir        string
-	m          *Manifest
+	m          *Manifest // the committed header; Examples is always nil
 	shardBytes int64
-	ids        map[string]bool // committed and buffered ids
+	ids        map[idKey]struct{} // committed and buffered ids
 
-	buf     [][]byte // per layer: encoded rows of the current shard
-	pending []Example
-	rows    int
-	err     error // sticky write error
-	closed  bool
+	buf      [][]byte // per layer: encoded rows of the current shard
+	records  []byte   // the current shard's examples file
+	nPending int      // examples in the current shard
+	rows     int
+	dirty    bool  // Meta changed since the manifest was written
+	err      error // sticky write error
+	closed   bool
+}
+
+// idKey is the SHA-256 of an example id, cut to 128 bits: what a writer keeps
+// of each id (two ids share one with probability about n²/2¹²⁹).
+type idKey [16]byte
+
+func keyOf(id string) idKey {
+	h := sha256.Sum256([]byte(id))
+	return idKey(h[:16])
 }
 
 // CreateStore creates an empty store in dir (created if needed) described by
-// meta, whose Version (0 means ManifestVersion), Model, Layers, Point,
-// Positions, DType, NEmbd and Meta are used; its shard and example lists must
-// be empty. The initial manifest is written at once, so an interrupted dump
-// can be resumed. If dir already holds a manifest or shard files, CreateStore
-// returns an error wrapping ErrStoreExists: remove the directory or resume it.
+// meta, whose Model, Layers, Point, Positions, DType, NEmbd and Meta are used;
+// its shard and example lists must be empty, and its Version 0 or
+// ManifestVersion (the version written). The initial manifest is written at
+// once, so an interrupted dump can be resumed. If dir already holds a manifest
+// or shard files, CreateStore returns an error wrapping ErrStoreExists: remove
+// the directory or resume it.
 func CreateStore(dir string, meta Manifest, opts StoreOptions) (*StoreWriter, error) {
 	m := meta
-	if m.Version == 0 {
-		m.Version = ManifestVersion
+	if m.Version != 0 && m.Version != ManifestVersion {
+		return nil, fmt.Errorf("create store %s: %w", dir, manifestErrorf("version %d: this build writes version %d", m.Version, ManifestVersion))
 	}
-	if len(m.Shards) != 0 || len(m.Examples) != 0 || m.Rows != 0 {
+	m.Version = ManifestVersion
+	if len(m.Shards) != 0 || len(m.Examples) != 0 || m.Rows != 0 || m.NExamples != 0 {
 		return nil, fmt.Errorf("create store %s: the manifest must not list shards or examples", dir)
 	}
 	if m.Point == "" {
@@ -85,7 +106,9 @@ func CreateStore(dir string, meta Manifest, opts StoreOptions) (*StoreWriter, er
 	if _, err := os.Stat(filepath.Join(dir, ManifestName)); err == nil {
 		return nil, fmt.Errorf("create store %s: %w (remove it, or resume it)", dir, ErrStoreExists)
 	}
-	if shards, _ := filepath.Glob(filepath.Join(dir, "shard-*.safetensors*")); len(shards) > 0 {
+	shards, _ := filepath.Glob(filepath.Join(dir, "shard-*.safetensors*"))
+	examples, _ := filepath.Glob(filepath.Join(dir, "shard-*.examples.jsonl*"))
+	if len(shards)+len(examples) > 0 {
 		return nil, fmt.Errorf("create store %s: %w: it has shard files but no manifest (remove them)", dir, ErrStoreExists)
 	}
 	w := newStoreWriter(dir, &m, opts)
@@ -100,37 +123,40 @@ func newStoreWriter(dir string, m *Manifest, opts StoreOptions) *StoreWriter {
 	if sb <= 0 {
 		sb = DefaultShardBytes
 	}
-	w := &StoreWriter{dir: dir, m: m, shardBytes: sb, ids: make(map[string]bool, len(m.Examples))}
-	for _, e := range m.Examples {
-		w.ids[e.ID] = true
-	}
+	w := &StoreWriter{dir: dir, m: m, shardBytes: sb, ids: make(map[idKey]struct{}, min(m.NExamples, 1<<20))}
 	w.buf = make([][]byte, len(m.Layers))
 	return w
 }
 
 // ResumeStore reopens the store in dir for appending after an interruption or
 // crash. The examples of completed shards are kept (Done reports them);
-// leftovers of an unfinished shard (temporary files, or a shard renamed
-// before the manifest listed it) are removed, and shard numbering continues.
-// Each listed shard's header is checked, so a damaged shard is an error.
-// Resuming a complete store is allowed: Close marks it complete again.
+// leftovers of an unfinished shard (temporary files, or a shard or examples
+// file renamed before the manifest listed it) are removed, and shard numbering
+// continues. Each listed shard's header and examples file are checked, so a
+// damaged shard is an error. A version 1 store is converted to version 2
+// first: each shard's examples are written to its examples file, then the
+// manifest is rewritten as a header. Resuming a complete store is allowed:
+// Close marks it complete again.
 func ResumeStore(dir string, opts StoreOptions) (*StoreWriter, error) {
-	m, err := LoadManifest(dir)
+	m, err := LoadManifestHeader(dir)
 	if err != nil {
 		return nil, fmt.Errorf("resume store: %w", err)
 	}
 	listed := map[string]bool{}
 	for i, s := range m.Shards {
 		listed[s.File] = true
+		if m.Version >= 2 {
+			listed[s.ExamplesFile] = true
+		}
 		if _, err := checkShard(dir, m, i); err != nil {
 			return nil, fmt.Errorf("resume store: %w", err)
 		}
 	}
-	// Files a killed writer left: shards not in the manifest, and temporary files of shards
-	// and of the manifest (safefile's, and the older NAME.tmp).
+	// Files a killed writer left: shards and examples files not in the manifest, and
+	// temporary files of those and of the manifest (safefile's, and the older NAME.tmp).
 	var leftovers []string
-	for _, pattern := range []string{"shard-*.safetensors*", ManifestName + ".tmp",
-		safefile.TempGlob("shard-*.safetensors"), safefile.TempGlob(ManifestName)} {
+	for _, pattern := range []string{"shard-*.safetensors*", "shard-*.examples.jsonl*", ManifestName + ".tmp",
+		safefile.TempGlob("shard-*.safetensors"), safefile.TempGlob("shard-*.examples.jsonl"), safefile.TempGlob(ManifestName)} {
 		found, _ := filepath.Glob(filepath.Join(dir, pattern))
 		leftovers = append(leftovers, found...)
 	}
@@ -141,28 +167,97 @@ func ResumeStore(dir string, opts StoreOptions) (*StoreWriter, error) {
 			}
 		}
 	}
-	return newStoreWriter(dir, m, opts), nil
+	if m.Version < 2 {
+		if err := upgradeStore(dir, m); err != nil {
+			return nil, fmt.Errorf("resume store: %w", err)
+		}
+	}
+	w := newStoreWriter(dir, m, opts)
+	err = ForEachExample(dir, m, func(e *Example) error {
+		k := keyOf(e.ID)
+		if _, dup := w.ids[k]; dup {
+			return manifestErrorf("example id %q appears twice", e.ID)
+		}
+		w.ids[k] = struct{}{}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("resume store %s: %w", dir, err)
+	}
+	return w, nil
 }
 
-// Manifest returns a copy of the committed manifest: the examples of
-// completed shards.
+// upgradeStore rewrites a version 1 store, whose examples m lists, as version
+// 2: the examples of each shard go to its examples file, then the manifest
+// becomes a header. A crash in between leaves the version 1 manifest, which
+// still describes the store (the examples files are leftovers to it).
+func upgradeStore(dir string, m *Manifest) error {
+	next := *m
+	next.Version = ManifestVersion
+	next.Shards = slices.Clone(m.Shards)
+	next.NExamples = len(m.Examples)
+	next.Examples = nil
+	at := 0
+	for i := range next.Shards {
+		sh := &next.Shards[i]
+		sh.ExamplesFile = examplesName(i)
+		if err := writeExamplesFile(filepath.Join(dir, sh.ExamplesFile), m.Examples[at:at+sh.Examples]); err != nil {
+			return err
+		}
+		at += sh.Examples
+	}
+	if err := writeManifest(dir, &next); err != nil {
+		return err
+	}
+	*m = next
+	return nil
+}
+
+// writeExamplesFile writes exs as an examples file, atomically.
+func writeExamplesFile(path string, exs []Example) error {
+	var buf []byte
+	for i := range exs {
+		var err error
+		if buf, err = appendRecord(buf, &exs[i]); err != nil {
+			return err
+		}
+	}
+	return safefile.WriteBytes(path, buf, 0o644)
+}
+
+// Manifest returns a copy of the committed header: the shards completed so
+// far and their counts. Its Examples are nil (ForEachExample reads them).
 func (w *StoreWriter) Manifest() Manifest {
 	m := *w.m
 	m.Shards = slices.Clone(m.Shards)
-	m.Examples = slices.Clone(m.Examples)
+	m.Layers = slices.Clone(m.Layers)
+	m.Meta = maps.Clone(m.Meta)
 	return m
+}
+
+// SetMeta sets the Meta entry key of the store to value; the manifest records it with the
+// next shard, or at Close.
+func (w *StoreWriter) SetMeta(key, value string) {
+	if w.m.Meta == nil {
+		w.m.Meta = map[string]string{}
+	}
+	w.m.Meta[key] = value
+	w.dirty = true
 }
 
 // Done reports whether the example id has been appended, in this session
 // (buffered or written) or in an earlier one (committed in a shard).
-func (w *StoreWriter) Done(id string) bool { return w.ids[id] }
+func (w *StoreWriter) Done(id string) bool {
+	_, ok := w.ids[keyOf(id)]
+	return ok
+}
 
 // Append adds one example. acts holds, for each layer of the manifest in
 // order, the example's activations as a flat row-major slice of rows × n_embd
 // float32 values, where rows is 1 for a positions=last or mean store and the
-// number of prompt tokens for a positions=all store. ex's Shard, Row and Rows
-// are set by the writer; its NTokens defaults to len(ex.Tokens), or to rows
-// for a positions=all store.
+// number of prompt tokens for a positions=all store. ex's Rows is set by the
+// writer (Shard and Row follow from where the example lands); its NTokens
+// defaults to len(ex.Tokens), or to rows for a positions=all store.
 //
 // Append returns an error, and writes nothing, for an empty or repeated id,
 // activations of the wrong shape, non-finite values, or values beyond the
@@ -178,7 +273,8 @@ func (w *StoreWriter) Append(ex Example, acts [][]float32) error {
 	if ex.ID == "" {
 		return errors.New("append: empty example id")
 	}
-	if w.ids[ex.ID] {
+	key := keyOf(ex.ID)
+	if _, dup := w.ids[key]; dup {
 		return fmt.Errorf("append: duplicate example id %q", ex.ID)
 	}
 	if len(acts) != len(w.m.Layers) {
@@ -223,11 +319,16 @@ func (w *StoreWriter) Append(ex Example, acts [][]float32) error {
 		return fmt.Errorf("append %q: %d pieces for n_tokens %d", ex.ID, len(ex.Pieces), ex.NTokens)
 	}
 
+	ex.Rows = rows
+	rec, err := json.Marshal(recordOf(&ex))
+	if err != nil {
+		return fmt.Errorf("append %q: %w", ex.ID, err)
+	}
 	elem := int64(4)
 	if w.m.DType == DTypeF16 {
 		elem = 2
 	}
-	if w.rows > 0 && w.bufferedBytes()+int64(n)*elem*int64(len(acts)) > w.shardBytes {
+	if w.rows > 0 && w.bufferedBytes()+int64(n)*elem*int64(len(acts))+int64(len(rec)+1) > w.shardBytes {
 		if err := w.flush(false); err != nil {
 			return err
 		}
@@ -249,24 +350,17 @@ func (w *StoreWriter) Append(ex Example, acts [][]float32) error {
 			w.buf[i] = appendF32(w.buf[i], a)
 		}
 	}
-	ex.Tokens = slices.Clone(ex.Tokens)
-	ex.Pieces = slices.Clone(ex.Pieces)
-	ex.Meta = maps.Clone(ex.Meta)
-	if ex.Label != nil {
-		l := *ex.Label
-		ex.Label = &l
-	}
-	ex.Shard = len(w.m.Shards)
-	ex.Row = w.m.Rows + w.rows
-	ex.Rows = rows
-	w.pending = append(w.pending, ex)
+	w.records = append(append(w.records, rec...), '\n')
+	w.nPending++
 	w.rows += rows
-	w.ids[ex.ID] = true
+	w.ids[key] = struct{}{}
 	return nil
 }
 
+// bufferedBytes is the size of the current shard: its rows and its examples
+// file.
 func (w *StoreWriter) bufferedBytes() int64 {
-	var b int64
+	b := int64(len(w.records))
 	for _, x := range w.buf {
 		b += int64(len(x))
 	}
@@ -303,22 +397,32 @@ func (w *StoreWriter) Close() error {
 	return nil
 }
 
-// flush writes the buffered rows as the next shard (if any) and rewrites the
-// manifest, marked complete if complete is set.
+// flush writes the buffered rows as the next shard (if any) with its examples
+// file and rewrites the manifest, marked complete if complete is set. Its cost
+// is the shard's and a header of one line per shard: it does not grow with the
+// examples already written.
 func (w *StoreWriter) flush(complete bool) error {
 	if w.rows == 0 {
-		if complete && !w.m.Complete {
+		if complete && (!w.m.Complete || w.dirty) {
+			was := w.m.Complete
 			w.m.Complete = true
 			if err := writeManifest(w.dir, w.m); err != nil {
-				w.m.Complete = false
+				w.m.Complete = was
 				w.err = fmt.Errorf("write manifest: %w", err)
 				return w.err
 			}
+			w.dirty = false
 		}
 		return nil
 	}
 	idx := len(w.m.Shards)
-	name := shardName(idx)
+	name, exName := shardName(idx), examplesName(idx)
+	// The examples file first: a crash before the manifest lists the shard leaves both as
+	// leftovers, which ResumeStore removes.
+	if err := safefile.WriteBytes(filepath.Join(w.dir, exName), w.records, 0o644); err != nil {
+		w.err = fmt.Errorf("write %s: %w", exName, err)
+		return w.err
+	}
 	tensors := make([]stWriteTensor, len(w.m.Layers))
 	dt := dtypeF32
 	if w.m.DType == DTypeF16 {
@@ -336,19 +440,21 @@ func (w *StoreWriter) flush(complete bool) error {
 		return w.err
 	}
 	next := *w.m
-	next.Shards = append(slices.Clip(w.m.Shards), ShardInfo{File: name, Rows: w.rows, Examples: len(w.pending)})
-	next.Examples = append(slices.Clip(w.m.Examples), w.pending...)
+	next.Shards = append(slices.Clip(w.m.Shards), ShardInfo{File: name, Rows: w.rows, Examples: w.nPending, ExamplesFile: exName})
 	next.Rows += w.rows
+	next.NExamples += w.nPending
 	next.Complete = complete
 	if err := writeManifest(w.dir, &next); err != nil {
 		w.err = fmt.Errorf("write manifest: %w", err)
 		return w.err
 	}
 	*w.m = next
+	w.dirty = false
 	for i := range w.buf {
 		w.buf[i] = w.buf[i][:0]
 	}
-	w.pending = w.pending[:0]
+	w.records = w.records[:0]
+	w.nPending = 0
 	w.rows = 0
 	return nil
 }
@@ -558,21 +664,23 @@ func (r *storeReader) readRange(layer, row int, dst []float32) error {
 // Merge joins the complete stores srcs, typically dumps of disjoint parts of
 // one prompt set (probe dump --shard i/n), into a new store in dst. The
 // sources must agree on model fingerprint, n_embd, layers, point, positions
-// and dtype, and no example id may appear twice. Shard files are hard-linked
-// where possible and copied otherwise, renumbered in source order; example
-// rows are renumbered to match. The merged manifest takes its model path from
-// the first source, and the Meta entries on which all sources agree (a
-// per-part entry such as the CLI's "shard": "2/4" is dropped), plus
-// "merged_sources". dst must not exist or be empty; on error it is removed
-// again.
+// and dtype, and no example id may appear twice. Shard files and their
+// examples files are hard-linked where possible and copied otherwise,
+// renumbered in source order (a version 1 source's examples are written to
+// examples files); example rows are renumbered to match. The merged manifest
+// takes its model path from the first source, and the Meta entries on which
+// all sources agree (a per-part entry such as the CLI's "shard": "2/4" is
+// dropped), plus "merged_sources". Examples are read one shard at a time: the
+// memory Merge needs grows only by an id hash per example. dst must not exist
+// or be empty; on error it is removed again.
 func Merge(dst string, srcs ...string) (err error) {
 	if len(srcs) == 0 {
 		return errors.New("merge: no source stores")
 	}
 	ms := make([]*Manifest, len(srcs))
-	ids := map[string]string{}
+	ids := map[idKey]int{} // the source of each id
 	for i, src := range srcs {
-		m, err := LoadManifest(src)
+		m, err := LoadManifestHeader(src)
 		if err != nil {
 			return fmt.Errorf("merge: %w", err)
 		}
@@ -584,16 +692,21 @@ func Merge(dst string, srcs ...string) (err error) {
 				return fmt.Errorf("merge: %s and %s: %w", srcs[0], src, err)
 			}
 		}
-		for _, e := range m.Examples {
-			if prev, dup := ids[e.ID]; dup {
-				return fmt.Errorf("merge: example id %q is in both %s and %s", e.ID, prev, src)
-			}
-			ids[e.ID] = src
-		}
 		for j := range m.Shards {
 			if _, err := checkShard(src, m, j); err != nil {
 				return fmt.Errorf("merge: %w", err)
 			}
+		}
+		err = ForEachExample(src, m, func(e *Example) error {
+			k := keyOf(e.ID)
+			if prev, dup := ids[k]; dup {
+				return fmt.Errorf("example id %q is in both %s and %s", e.ID, srcs[prev], src)
+			}
+			ids[k] = i
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("merge: %w", err)
 		}
 		ms[i] = m
 	}
@@ -609,6 +722,7 @@ func Merge(dst string, srcs ...string) (err error) {
 		}
 	}()
 	out := *ms[0]
+	out.Version = ManifestVersion
 	out.Meta = maps.Clone(out.Meta)
 	for _, m := range ms[1:] {
 		for k, v := range out.Meta {
@@ -617,22 +731,28 @@ func Merge(dst string, srcs ...string) (err error) {
 			}
 		}
 	}
-	out.Shards, out.Examples, out.Rows = nil, nil, 0
+	out.Shards, out.Examples, out.Rows, out.NExamples = nil, nil, 0, 0
 	out.Complete = true
 	for i, m := range ms {
-		base, rowBase := len(out.Shards), out.Rows
+		at := 0 // a version 1 source's first example of the shard
 		for _, sh := range m.Shards {
-			name := shardName(len(out.Shards))
+			k := len(out.Shards)
+			name, exName := shardName(k), examplesName(k)
 			if err := linkOrCopy(filepath.Join(srcs[i], sh.File), filepath.Join(dst, name)); err != nil {
 				return fmt.Errorf("merge: %w", err)
 			}
-			out.Shards = append(out.Shards, ShardInfo{File: name, Rows: sh.Rows, Examples: sh.Examples})
+			if m.Version >= 2 {
+				err = linkOrCopy(filepath.Join(srcs[i], sh.ExamplesFile), filepath.Join(dst, exName))
+			} else {
+				err = writeExamplesFile(filepath.Join(dst, exName), m.Examples[at:at+sh.Examples])
+				at += sh.Examples
+			}
+			if err != nil {
+				return fmt.Errorf("merge: %w", err)
+			}
+			out.Shards = append(out.Shards, ShardInfo{File: name, Rows: sh.Rows, Examples: sh.Examples, ExamplesFile: exName})
 			out.Rows += sh.Rows
-		}
-		for _, e := range m.Examples {
-			e.Shard += base
-			e.Row += rowBase
-			out.Examples = append(out.Examples, e)
+			out.NExamples += sh.Examples
 		}
 	}
 	if out.Meta == nil {

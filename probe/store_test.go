@@ -124,7 +124,9 @@ func TestStoreRoundTrip(t *testing.T) {
 				require.NoError(t, err)
 				for i := 0; i < 23; i++ {
 					appendTest(t, w, m, i)
-					require.LessOrEqual(t, w.bufferedBytes(), int64(300)+2*8*5*4, "buffer bounded by one shard plus one example")
+					// One example: at most 2 layers × 5 rows × 8 values, and a record of
+					// under 200 bytes.
+					require.LessOrEqual(t, w.bufferedBytes(), int64(300)+2*8*5*4+200, "buffer bounded by one shard plus one example")
 					var capacity int
 					for _, b := range w.buf {
 						capacity += cap(b)
@@ -162,12 +164,19 @@ func TestStoreRoundTrip(t *testing.T) {
 				_, err = s.ReadRows(3, []int{all.Rows})
 				require.Error(t, err)
 
-				// Shards are named in order, no temporary files remain.
+				// Shards are named in order, each with its examples file, and no temporary
+				// files remain.
 				entries, err := os.ReadDir(dir)
 				require.NoError(t, err)
-				for _, e := range entries {
-					require.False(t, strings.HasSuffix(e.Name(), ".tmp"), e.Name())
+				want := []string{ManifestName}
+				for i := range s.Manifest.Shards {
+					want = append(want, examplesName(i), shardName(i))
 				}
+				var names []string
+				for _, e := range entries {
+					names = append(names, e.Name())
+				}
+				require.ElementsMatch(t, want, names)
 			})
 		}
 	}
@@ -234,6 +243,10 @@ func TestStoreAppendErrors(t *testing.T) {
 	bad = testManifest(PositionAll, "bf16")
 	_, err = CreateStore(t.TempDir(), bad, StoreOptions{})
 	require.ErrorIs(t, err, ErrManifest)
+	bad = testManifest(PositionAll, DTypeF32)
+	bad.Version = 1
+	_, err = CreateStore(t.TempDir(), bad, StoreOptions{})
+	require.ErrorContains(t, err, "version 1: this build writes version 2")
 }
 
 func TestCreateStoreRefusesExisting(t *testing.T) {
@@ -247,11 +260,13 @@ func TestCreateStoreRefusesExisting(t *testing.T) {
 	require.ErrorIs(t, err, ErrStoreExists)
 	checkStore(t, dir, 0) // untouched
 
-	// Shard files without a manifest are refused too.
-	dir2 := t.TempDir()
-	require.NoError(t, os.WriteFile(filepath.Join(dir2, "shard-00000.safetensors"), []byte("x"), 0o644))
-	_, err = CreateStore(dir2, m, StoreOptions{})
-	require.ErrorIs(t, err, ErrStoreExists)
+	// Shard or examples files without a manifest are refused too.
+	for _, name := range []string{"shard-00000.safetensors", "shard-00000.examples.jsonl"} {
+		dir2 := t.TempDir()
+		require.NoError(t, os.WriteFile(filepath.Join(dir2, name), []byte("x"), 0o644))
+		_, err = CreateStore(dir2, m, StoreOptions{})
+		require.ErrorIs(t, err, ErrStoreExists, name)
+	}
 }
 
 // TestStoreResume simulates crashes at several points of a dump and checks
@@ -280,7 +295,9 @@ func TestStoreResume(t *testing.T) {
 				// Crash: the writer is dropped with buffered examples. Leave
 				// the debris an interrupted shard write could leave.
 				committed := w.Manifest()
+				require.Nil(t, committed.Examples, "the writer keeps no examples")
 				next := filepath.Join(dir, shardName(len(committed.Shards)))
+				nextExamples := filepath.Join(dir, examplesName(len(committed.Shards)))
 				switch leftover {
 				case "tmp":
 					require.NoError(t, os.WriteFile(next+".tmp", []byte("partial"), 0o644))
@@ -288,7 +305,9 @@ func TestStoreResume(t *testing.T) {
 					// What the atomic writer (internal/safefile) leaves when killed mid-write.
 					require.NoError(t, os.WriteFile(filepath.Join(dir, "."+filepath.Base(next)+".tmp-123"), []byte("partial"), 0o600))
 					require.NoError(t, os.WriteFile(filepath.Join(dir, "."+ManifestName+".tmp-456"), []byte("{"), 0o600))
+					require.NoError(t, os.WriteFile(filepath.Join(dir, "."+filepath.Base(nextExamples)+".tmp-789"), []byte(`{"id"`), 0o600))
 				case "renamed": // renamed, but the manifest was not rewritten
+					require.NoError(t, os.WriteFile(nextExamples, []byte(`{"id":"ex-999","label":null,"n_tokens":1,"rows":1}`+"\n"), 0o644))
 					require.NoError(t, os.WriteFile(next, []byte("complete but unlisted"), 0o644))
 				}
 				// The crashed directory is a valid, incomplete store.
@@ -308,12 +327,13 @@ func TestStoreResume(t *testing.T) {
 					}
 					appendTest(t, w, m, i)
 				}
-				require.Equal(t, len(committed.Examples), done)
+				require.Equal(t, committed.NExamples, done)
 				require.NoError(t, w.Close())
 				ids := checkStore(t, dir, 0)
 				require.ElementsMatch(t, refIDs, ids)
 				require.Equal(t, refIDs, ids, "examples in the original order")
-				for _, left := range []string{next + ".tmp", filepath.Join(dir, "."+filepath.Base(next)+".tmp-123"), filepath.Join(dir, "."+ManifestName+".tmp-456")} {
+				for _, left := range []string{next + ".tmp", filepath.Join(dir, "."+filepath.Base(next)+".tmp-123"), filepath.Join(dir, "."+ManifestName+".tmp-456"),
+					filepath.Join(dir, "."+filepath.Base(nextExamples)+".tmp-789")} {
 					_, err = os.Stat(left)
 					require.True(t, errors.Is(err, os.ErrNotExist), left)
 				}
@@ -347,7 +367,8 @@ func TestOpenStoreCorrupt(t *testing.T) {
 	build := func(t *testing.T) string {
 		dir := t.TempDir()
 		m := testManifest(PositionLast, DTypeF32)
-		w, err := CreateStore(dir, m, StoreOptions{ShardBytes: 200})
+		// Two examples per shard: 64 bytes of rows and a record of about 200 each.
+		w, err := CreateStore(dir, m, StoreOptions{ShardBytes: 500})
 		require.NoError(t, err)
 		for i := 0; i < 6; i++ {
 			appendTest(t, w, m, i)
@@ -394,6 +415,61 @@ func TestOpenStoreCorrupt(t *testing.T) {
 		_, err := OpenStore(t.TempDir())
 		require.ErrorIs(t, err, os.ErrNotExist)
 	})
+	// A shard's examples file must hold exactly the shard's examples.
+	exFile := func(dir string, i int) string { return filepath.Join(dir, examplesName(i)) }
+	t.Run("missing examples file", func(t *testing.T) {
+		dir := build(t)
+		require.NoError(t, os.Remove(exFile(dir, 1)))
+		_, err := OpenStore(dir)
+		require.ErrorIs(t, err, os.ErrNotExist)
+		require.ErrorContains(t, err, examplesName(1))
+		_, err = ResumeStore(dir, StoreOptions{})
+		require.ErrorContains(t, err, examplesName(1))
+	})
+	for _, tc := range []struct {
+		name string
+		edit func(lines []string) []string
+		want string
+	}{
+		{"examples file cut short", func(l []string) []string { return l[:len(l)-1] }, "examples of 1 rows, the shard has 2 of 2"},
+		{"examples file with an extra line", func(l []string) []string { return append(l, l[0]) }, "line 3: invalid store manifest: more than the shard's 2 examples"},
+		{"examples file not JSON", func(l []string) []string { return []string{l[0], "{"} }, "line 2: invalid store manifest: unexpected EOF"},
+		{"example of two rows", func(l []string) []string {
+			return []string{l[0], strings.Replace(l[1], `"rows":1`, `"rows":2`, 1)}
+		}, `line 2: invalid store manifest: example "ex-003": 2 rows in a positions=last store`},
+		{"example without id", func(l []string) []string {
+			return []string{l[0], strings.Replace(l[1], `"id":"ex-003"`, `"id":""`, 1)}
+		}, "line 2: invalid store manifest: example at row 3: empty id"},
+		{"id repeated", func(l []string) []string {
+			return []string{l[0], strings.Replace(l[1], `"id":"ex-003"`, `"id":"ex-002"`, 1)}
+		}, `duplicate id "ex-002"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := build(t)
+			m, err := LoadManifestHeader(dir)
+			require.NoError(t, err)
+			require.Equal(t, 2, m.Shards[1].Examples, "the cases assume two examples in shard 1")
+			data, err := os.ReadFile(exFile(dir, 1))
+			require.NoError(t, err)
+			lines := strings.Split(strings.TrimSuffix(string(data), "\n"), "\n")
+			require.NoError(t, os.WriteFile(exFile(dir, 1), []byte(strings.Join(tc.edit(lines), "\n")+"\n"), 0o644))
+			_, err = OpenStore(dir)
+			require.ErrorIs(t, err, ErrManifest)
+			require.ErrorContains(t, err, tc.want)
+			_, err = ResumeStore(dir, StoreOptions{})
+			require.ErrorIs(t, err, ErrManifest, "a damaged examples file is not resumed")
+		})
+	}
+	t.Run("examples inline in a version 2 manifest", func(t *testing.T) {
+		dir := build(t)
+		p := filepath.Join(dir, ManifestName)
+		data, err := os.ReadFile(p)
+		require.NoError(t, err)
+		data = []byte(strings.Replace(string(data), `"shards":[`, `"examples":[],"shards":[`, 1))
+		require.NoError(t, os.WriteFile(p, data, 0o644))
+		_, err = OpenStore(dir)
+		require.ErrorContains(t, err, "version 2 lists its examples in the shards' examples files, not in the manifest")
+	})
 }
 
 func TestManifestValidate(t *testing.T) {
@@ -427,8 +503,11 @@ func TestManifestValidate(t *testing.T) {
 		{"total rows", func(m *Manifest) { m.Rows++ }},
 		{"example shard", func(m *Manifest) { m.Examples[0].Shard = 7 }},
 		{"shard without examples", func(m *Manifest) {
-			m.Shards = append(m.Shards, ShardInfo{File: shardName(len(m.Shards)), Rows: 1, Examples: 1})
+			m.Shards = append(m.Shards, ShardInfo{File: shardName(len(m.Shards)), Rows: 1, Examples: 1, ExamplesFile: examplesName(len(m.Shards))})
 		}},
+		{"examples file name", func(m *Manifest) { m.Shards[0].ExamplesFile = "../x.jsonl" }},
+		{"example count", func(m *Manifest) { m.NExamples++ }},
+		{"examples loaded", func(m *Manifest) { m.Examples = m.Examples[:len(m.Examples)-1] }},
 	}
 	for _, c := range mutate {
 		data, err := json.Marshal(good)

@@ -48,10 +48,26 @@ def read_layer(store, layer):
     return np.concatenate(parts), manifest
 
 
-def select(manifest, where):
+def examples(store, manifest):
+    """The examples of a dump in row order, each with its first row ("row"): listed in
+    manifest.json (version 1) or, one JSON line each, in the shards' examples files (version 2)."""
+    if "examples" in manifest:
+        yield from manifest["examples"]
+        return
+    row = 0
+    for shard in manifest["shards"]:
+        with open(os.path.join(store, shard["examples_file"])) as f:
+            for line in f:
+                e = json.loads(line)
+                e["row"] = row
+                row += e["rows"]
+                yield e
+
+
+def select(store, manifest, where):
     """Indices of the examples that match every KEY=VALUE (meta field, group or id), and their labels."""
     idx, labels = [], []
-    for i, e in enumerate(manifest["examples"]):
+    for e in examples(store, manifest):
         fields = dict(e.get("meta") or {}, group=e.get("group", ""), id=e["id"])
         if all(fields.get(k) == v for k, v in where) and e.get("label") is not None:
             if e["rows"] != 1:
@@ -96,8 +112,8 @@ def main():
 
         xt, mt = read_layer(a.train, layer)
         xe, me = read_layer(a.eval, layer)
-        it, yt = select(mt, where)
-        ie, ye = select(me, where)
+        it, yt = select(a.train, mt, where)
+        ie, ye = select(a.eval, me, where)
         sc = StandardScaler().fit(xt[it])
         zt, ze = sc.transform(xt[it]), sc.transform(xe[ie])
         lr = LogisticRegression(C=C, max_iter=100000, tol=1e-10).fit(zt, yt)

@@ -305,34 +305,41 @@ func without(exs, taken []organism.Example) []organism.Example {
 }
 
 // demoDumps dumps every layer of each prompt set at the last token and as the prompt mean,
-// under out/dumps: "train", "clean", "heldout", their "-mean" variants, and "train+clean"
-// ("-mean"), the labelled set and the extra clean prompts merged into one store.
+// both from one pass over the prompts, under out/dumps: "train", "clean", "heldout", their
+// "-mean" variants, and "train+clean" ("-mean"), the labelled set and the extra clean prompts
+// merged into one store.
 func demoDumps(ctx context.Context, out string, mf modelFlags, sets demoPromptSets, logf recipe.Logger, stderr io.Writer) (map[string]*probe.Store, error) {
 	dumps := map[string]*probe.Store{}
 	for _, d := range []struct {
-		name      string
-		positions probe.Position
-		items     []promptItem
-	}{{"train", probe.PositionLast, sets.train}, {"clean", probe.PositionLast, sets.clean}, {"calib", probe.PositionLast, sets.calib},
-		{"valid", probe.PositionLast, sets.valid}, {"heldout", probe.PositionLast, sets.heldout},
-		{"train-mean", probe.PositionMean, sets.train}, {"clean-mean", probe.PositionMean, sets.clean}, {"calib-mean", probe.PositionMean, sets.calib},
-		{"valid-mean", probe.PositionMean, sets.valid}, {"heldout-mean", probe.PositionMean, sets.heldout}} {
+		name  string
+		items []promptItem
+	}{{"train", sets.train}, {"clean", sets.clean}, {"calib", sets.calib}, {"valid", sets.valid}, {"heldout", sets.heldout}} {
 		if len(d.items) == 0 {
 			continue
 		}
-		logf("dumping the residual stream at every layer (%s) for %d %s prompts", d.positions, len(d.items), strings.TrimSuffix(d.name, "-mean"))
-		df := dumpFlags{mf: mf, layers: "all", positions: string(d.positions), dtype: probe.DTypeF32, out: filepath.Join(out, "dumps", d.name), shardMB: 256}
-		if _, err := dumpPrompts(ctx, &df, d.items, "0/1", stderr); err != nil {
+		logf("dumping the residual stream at every layer (last token and prompt mean) for %d %s prompts", len(d.items), d.name)
+		name := func(pos probe.Position) string {
+			if pos == probe.PositionMean {
+				return d.name + "-mean"
+			}
+			return d.name
+		}
+		df := dumpFlags{mf: mf, layers: "all", positions: string(probe.PositionLast) + "," + string(probe.PositionMean),
+			dtype: probe.DTypeF32, out: filepath.Join(out, "dumps"), shardMB: 256,
+			storeDir: func(_ bindings.Point, pos probe.Position) string { return filepath.Join(out, "dumps", name(pos)) }}
+		if _, err := dumpPrompts(ctx, &df, sliceSource(d.items), "0/1", stderr); err != nil {
 			if ctx.Err() != nil {
 				return nil, &exitError{code: 130, err: errors.New("interrupted; run probe demo again to start over (the organism stays cached)")}
 			}
 			return nil, err
 		}
-		s, err := probe.OpenStore(df.out)
-		if err != nil {
-			return nil, err
+		for _, pos := range []probe.Position{probe.PositionLast, probe.PositionMean} {
+			s, err := probe.OpenStore(df.storeDir(bindings.Residual, pos))
+			if err != nil {
+				return nil, err
+			}
+			dumps[name(pos)] = s
 		}
-		dumps[d.name] = s
 	}
 	for _, suffix := range []string{"", "-mean"} {
 		name := "train+clean" + suffix

@@ -75,7 +75,7 @@ func demoQuantisation(ctx context.Context, f *demoFlags, base modelFlags, sets d
 		}{{"train", sets.train}, {"calib", sets.calib}, {"heldout", sets.heldout}} {
 			df := dumpFlags{mf: mf, layers: joinInts(layers), positions: string(probe.PositionLast), dtype: probe.DTypeF32,
 				out: filepath.Join(dir, typ+"-"+set.name), shardMB: 256}
-			if _, err := dumpPrompts(ctx, &df, set.items, "0/1", stderr); err != nil {
+			if _, err := dumpPrompts(ctx, &df, sliceSource(set.items), "0/1", stderr); err != nil {
 				return err
 			}
 			s, err := probe.OpenStore(df.out)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"os"
 	"path/filepath"
@@ -26,13 +27,16 @@ type dumpFlags struct {
 	text      bool
 	layers    string
 	points    string // comma list of capture points; "" is residual
-	positions string
+	positions string // comma list of positions
 	dtype     string
 	out       string
 	shard     string
 	resume    bool
 	shardMB   int
 	asJSON    bool
+	// storeDir, when set (by the demo), is the directory of each store instead of the layout
+	// under out (storeRel); the directories are not resumed.
+	storeDir func(p bindings.Point, pos probe.Position) string
 }
 
 func newDumpCmd() *cobra.Command {
@@ -41,16 +45,21 @@ func newDumpCmd() *cobra.Command {
 		Use:   "dump -m MODEL (--prompt TEXT… | -i PROMPTS.jsonl) -o DIR",
 		Short: "Capture activations (the residual stream, or other capture points) for prompts into an activation store",
 		Long: `dump runs prompts through the model and writes the residual stream at the chosen layers and
-positions to DIR: manifest.json and shard-NNNNN.safetensors files holding one tensor layer.N of
-shape [rows, n_embd] per layer. --points chooses what is captured: residual (the default),
+positions to DIR: manifest.json, shard-NNNNN.safetensors files holding one tensor layer.N of
+shape [rows, n_embd] per layer, and beside each shard its prompts, one JSON line each, in
+shard-NNNNN.examples.jsonl. --points chooses what is captured: residual (the default),
 attn_out, mlp_out or attn_heads (the attention heads' output before the output projection,
-n_head·head_dim wide), as far as the model's graph offers them (probe info lists them). With
-one point the store is DIR, its manifest's point that point and its n_embd the point's width;
-with several, DIR/<point>/ holds one complete store per point, all from the same forward
-passes, and --json prints one summary line per store. Input is --prompt (repeatable), or -i FILE of JSONL lines
+n_head·head_dim wide), as far as the model's graph offers them (probe info lists them).
+--positions chooses the rows kept: all (every token), last (the last prompt token) or mean
+(the mean over the prompt), or several of them, captured once. One point and one position
+write the store in DIR; several points write DIR/<point>/, several positions DIR/<position>/,
+both DIR/<point>/<position>/: one complete store each, all from the same forward passes, and
+--json prints one summary line per store. Input is --prompt (repeatable), or -i FILE of JSONL lines
 {"id", "prompt", "label", "group"} (label true/false or 1/0, optional; other fields are kept),
-or -i FILE --text with one prompt per line. Shards are written under a temporary name and
-renamed when complete; Ctrl-C or SIGTERM stops cleanly, and --resume continues after a kill.
+or -i FILE --text with one prompt per line. The file is read as a stream, in memory one batch
+of prompts at a time: first checked whole (a file, not stdin), then dumped. Shards are written
+under a temporary name and renamed when complete; Ctrl-C or SIGTERM stops cleanly, and
+--resume continues after a kill, refusing another input than the prompts dumped so far.
 --shard i/n takes every n-th prompt starting at i, for array jobs; 'probe merge' joins them.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error { return runDump(cmd, &f) },
@@ -63,7 +72,7 @@ renamed when complete; Ctrl-C or SIGTERM stops cleanly, and --resume continues a
 	fl.BoolVar(&f.text, "text", false, "the input file holds one plain-text prompt per line")
 	fl.StringVar(&f.layers, "layers", "all", "layers: all, or a list such as 0,4,-1 or 2-5")
 	fl.StringVar(&f.points, "points", string(bindings.Residual), "capture points, a comma list of residual, attn_out, mlp_out, attn_heads (several: one store per point in DIR/<point>/)")
-	fl.StringVar(&f.positions, "positions", "last", "token positions kept: all, last or mean")
+	fl.StringVar(&f.positions, "positions", "last", "token positions kept: all, last or mean, or a comma list of them (several: one store per position in DIR/<position>/, from one capture)")
 	fl.StringVar(&f.dtype, "dtype", "f32", "stored type: f32 or f16")
 	fl.StringVarP(&f.out, "output", "o", "", "output directory")
 	fl.StringVar(&f.shard, "shard", "", "take shard i of n of the prompts (i/n)")
@@ -74,30 +83,85 @@ renamed when complete; Ctrl-C or SIGTERM stops cleanly, and --resume continues a
 	return c
 }
 
+// items returns the prompts of --prompt or -i, all in memory (probe scan; probe dump streams
+// them with source).
 func (f *dumpFlags) items(cmd *cobra.Command) ([]promptItem, error) {
 	switch {
 	case len(f.prompts) > 0 && f.input != "":
 		return nil, errors.New("give prompts with --prompt or -i, not both")
 	case len(f.prompts) > 0:
-		if f.text {
-			return nil, errors.New("--text applies to -i files")
-		}
-		var items []promptItem
-		for i, p := range f.prompts {
-			if p == "" {
-				return nil, fmt.Errorf("--prompt %d is empty", i+1)
-			}
-			items = append(items, promptItem{ID: fmt.Sprintf("prompt-%d", i), Prompt: p})
-		}
-		return items, nil
+		return f.promptItems()
 	case f.input != "":
 		return readPromptFile(f.input, cmd.InOrStdin(), f.text)
 	}
 	return nil, errors.New("no prompts: give --prompt TEXT or -i FILE")
 }
 
+// promptItems are the --prompt prompts.
+func (f *dumpFlags) promptItems() ([]promptItem, error) {
+	if f.text {
+		return nil, errors.New("--text applies to -i files")
+	}
+	var items []promptItem
+	for i, p := range f.prompts {
+		if p == "" {
+			return nil, fmt.Errorf("--prompt %d is empty", i+1)
+		}
+		items = append(items, promptItem{ID: fmt.Sprintf("prompt-%d", i), Prompt: p})
+	}
+	return items, nil
+}
+
+// promptSource is the prompts of a dump, read as a stream.
+type promptSource struct {
+	// each calls fn with every prompt, in order, and stops at fn's error.
+	each func(fn func(promptItem) error) error
+	// once is set when each can run only once (stdin): the input cannot be checked whole
+	// before the dump.
+	once bool
+}
+
+// sliceSource streams prompts held in memory.
+func sliceSource(items []promptItem) promptSource {
+	return promptSource{each: func(fn func(promptItem) error) error {
+		for _, it := range items {
+			if err := fn(it); err != nil {
+				return err
+			}
+		}
+		return nil
+	}}
+}
+
+// source returns the prompts of --prompt or -i as a stream, shard si of sn of them.
+func (f *dumpFlags) source(cmd *cobra.Command, si, sn int) (promptSource, error) {
+	var src promptSource
+	switch {
+	case len(f.prompts) > 0 && f.input != "":
+		return src, errors.New("give prompts with --prompt or -i, not both")
+	case len(f.prompts) > 0:
+		items, err := f.promptItems()
+		if err != nil {
+			return src, err
+		}
+		src = sliceSource(items)
+	case f.input != "":
+		path, stdin, text := f.input, cmd.InOrStdin(), f.text
+		// A pipe (stdin, or a shell's <(zcat …)) can be read once only.
+		st, err := os.Stat(path)
+		once := path == "-" || err == nil && !st.Mode().IsRegular()
+		src = promptSource{once: once, each: func(fn func(promptItem) error) error {
+			return forEachPrompt(path, stdin, text, fn)
+		}}
+	default:
+		return src, errors.New("no prompts: give --prompt TEXT or -i FILE")
+	}
+	src.each = everyNth(src.each, si, sn)
+	return src, nil
+}
+
 func runDump(cmd *cobra.Command, f *dumpFlags) error {
-	if _, err := bindings.ParsePositions(f.positions); err != nil {
+	if _, err := parsePositionList(f.positions); err != nil {
 		return err
 	}
 	if _, err := parsePoints(f.points); err != nil {
@@ -113,15 +177,11 @@ func runDump(cmd *cobra.Command, f *dumpFlags) error {
 	if err != nil {
 		return err
 	}
-	items, err := f.items(cmd)
+	src, err := f.source(cmd, si, sn)
 	if err != nil {
 		return err
 	}
-	items = selectShard(items, si, sn)
-	if len(items) == 0 {
-		return fmt.Errorf("shard %d/%d holds no prompts", si, sn)
-	}
-	stores, err := dumpPrompts(cmd.Context(), f, items, fmt.Sprintf("%d/%d", si, sn), cmd.ErrOrStderr())
+	stores, err := dumpPrompts(cmd.Context(), f, src, fmt.Sprintf("%d/%d", si, sn), cmd.ErrOrStderr())
 	if err != nil {
 		return err
 	}
@@ -180,56 +240,67 @@ func pointWidths(graph *bindings.GraphPoints, points []bindings.Point, layers []
 	return widths, nil
 }
 
-// dumpedStore is one store a dump wrote: its directory and final manifest.
+// dumpedStore is one store a dump wrote: its directory, final manifest (a header) and counts.
 type dumpedStore struct {
-	dir string
-	man *probe.Manifest
-}
-
-// pointStore is the store of one capture point during a dump.
-type pointStore struct {
-	point bindings.Point
 	dir   string
-	w     *probe.StoreWriter
+	man   *probe.Manifest
+	stats exampleStats
 }
 
-// checkPointLayout refuses to resume DIR with a --points that does not match how it was laid
-// out: one store in DIR for one point, one store per point in DIR/<point>/ for several.
-func checkPointLayout(dir string, points []bindings.Point) error {
-	names := func(ps []bindings.Point) string {
-		var out []string
-		for _, p := range ps {
-			out = append(out, string(p))
+// dumpStore is the store of one capture point and position during a dump.
+type dumpStore struct {
+	point bindings.Point
+	pos   probe.Position
+	dir   string
+	meta  probe.Manifest     // what it is created with, or must match when resumed
+	old   *probe.Manifest    // the header of the store being resumed, nil for a new one
+	done  int                // prompts it holds: the first done of the input
+	held  string             // their hash (promptHasher)
+	w     *probe.StoreWriter // nil until opened
+}
+
+// parsePositionList parses --positions: a comma list of all, last and mean, each once.
+func parsePositionList(s string) ([]probe.Position, error) {
+	var out []probe.Position
+	for _, part := range strings.Split(s, ",") {
+		p, err := bindings.ParsePositions(strings.TrimSpace(part))
+		if err != nil {
+			return nil, fmt.Errorf("--positions %q: %w", s, err)
 		}
-		return strings.Join(out, ",")
+		if slices.Contains(out, p) {
+			return nil, fmt.Errorf("--positions %q: %s given twice", s, p)
+		}
+		out = append(out, p)
 	}
+	return out, nil
+}
+
+// storeRel is where the store of a point and a position lies in a dump of points and
+// positions, relative to its directory: the directory itself for one point and one position,
+// <point> for several points, <position> for several positions, <point>/<position> for both.
+func storeRel(points []bindings.Point, positions []probe.Position, p bindings.Point, pos probe.Position) string {
+	var parts []string
 	if len(points) > 1 {
-		if m, err := probe.LoadManifest(dir); err == nil {
-			return fmt.Errorf("cannot resume %s: it holds the store of one capture point (%s), not one store per point; resume it with --points %s", dir, m.Point, m.Point)
-		}
-		return nil
+		parts = append(parts, string(p))
 	}
-	if _, err := os.Stat(filepath.Join(dir, probe.ManifestName)); err == nil {
-		return nil
+	if len(positions) > 1 {
+		parts = append(parts, string(pos))
 	}
-	var found []bindings.Point
-	for _, p := range bindings.AllPoints() {
-		if _, err := os.Stat(filepath.Join(dir, string(p), probe.ManifestName)); err == nil {
-			found = append(found, p)
-		}
-	}
-	if len(found) > 0 {
-		return fmt.Errorf("cannot resume %s: it holds one store per capture point (%s); resume it with --points %s", dir, names(found), names(found))
-	}
-	return nil
+	return filepath.Join(parts...)
 }
 
-// dumpPrompts captures items with the model and settings of f into the store f.out (resuming
-// it with f.resume), or with several --points into one store per point under f.out, all from
-// the same forward passes, and returns the final stores. shard names the part of the input
-// this is ("0/1" for all of it). Progress goes to stderr.
-func dumpPrompts(ctx context.Context, f *dumpFlags, items []promptItem, shard string, stderr io.Writer) ([]dumpedStore, error) {
-	positions, err := bindings.ParsePositions(f.positions)
+// dumpPrompts captures the prompts of src with the model and settings of f into the stores of
+// f's points and positions under f.out (resuming them with f.resume), all from the same
+// forward passes, and returns the final stores. shard names the part of the input this is
+// ("0/1" for all of it). Progress goes to stderr.
+//
+// The prompts are streamed: read, formatted, tokenized and captured a batch of --parallel at a
+// time, never all held. Unless src can be read only once (stdin), a first pass checks every
+// prompt before anything is written (so a bad line fails the dump at once) and counts them.
+// A store holds a prefix of the input in order: resuming it checks that its prompts are the
+// input's first ones (ids, prompts, labels, groups), then appends the rest.
+func dumpPrompts(ctx context.Context, f *dumpFlags, src promptSource, shard string, stderr io.Writer) ([]dumpedStore, error) {
+	positions, err := parsePositionList(f.positions)
 	if err != nil {
 		return nil, err
 	}
@@ -237,12 +308,27 @@ func dumpPrompts(ctx context.Context, f *dumpFlags, items []promptItem, shard st
 	if err != nil {
 		return nil, err
 	}
-	if !f.resume {
+	dirOf := func(p bindings.Point, pos probe.Position) string {
+		return filepath.Join(f.out, storeRel(points, positions, p, pos))
+	}
+	switch {
+	case f.storeDir != nil:
+		dirOf = f.storeDir
+		for _, p := range points {
+			for _, pos := range positions {
+				if err := checkFreshDir(dirOf(p, pos)); err != nil {
+					return nil, err
+				}
+			}
+		}
+	case !f.resume:
 		if err := checkFreshDir(f.out); err != nil {
 			return nil, err
 		}
-	} else if err := checkPointLayout(f.out, points); err != nil {
-		return nil, err
+	default:
+		if err := checkDumpLayout(f.out, points, positions); err != nil {
+			return nil, err
+		}
 	}
 	m, c, err := f.mf.open()
 	if err != nil {
@@ -263,127 +349,327 @@ func dumpPrompts(ctx context.Context, f *dumpFlags, items []promptItem, shard st
 	if err != nil {
 		return nil, err
 	}
-	if err := tokenizeChat(m, items, c.Options().NCtx, f.mf.chatTemplate); err != nil {
-		return nil, err
-	}
-	opts := probe.StoreOptions{ShardBytes: int64(f.shardMB) << 20}
-	var stores []*pointStore
-	flushAll := func() error {
-		var errs []error
-		for _, s := range stores {
-			errs = append(errs, s.w.Flush())
-		}
-		return errors.Join(errs...)
-	}
+	nctx := c.Options().NCtx
+
+	var stores []*dumpStore
 	for i, p := range points {
-		dir := f.out
-		if len(points) > 1 {
-			dir = filepath.Join(f.out, string(p))
+		for _, pos := range positions {
+			s := &dumpStore{point: p, pos: pos, dir: dirOf(p, pos), meta: probe.Manifest{
+				Model: probe.ModelInfo{Path: info.Path, Fingerprint: info.Fingerprint, Family: info.Family, FileType: info.FileType,
+					Arch: info.Arch, NEmbd: info.Embd, NLayer: info.Layers},
+				Layers: layers, Point: string(p), Positions: pos, DType: f.dtype, NEmbd: widths[i],
+				Meta: map[string]string{"tool": "probe " + version, "kv_type": f.mf.kvType, "shard": shard},
+			}}
+			if f.resume && f.storeDir == nil {
+				if err := s.checkResume(); err != nil {
+					return nil, err
+				}
+			}
+			stores = append(stores, s)
 		}
-		meta := probe.Manifest{
-			Model: probe.ModelInfo{Path: info.Path, Fingerprint: info.Fingerprint, Family: info.Family, FileType: info.FileType,
-				Arch: info.Arch, NEmbd: info.Embd, NLayer: info.Layers},
-			Layers: layers, Point: string(p), Positions: positions, DType: f.dtype, NEmbd: widths[i],
-			Meta: map[string]string{"tool": "probe " + version, "kv_type": f.mf.kvType, "shard": shard, "prompt_set": promptSetHash(items)},
+	}
+	kmin := stores[0].done
+	for _, s := range stores {
+		kmin = min(kmin, s.done)
+	}
+
+	// The first pass: every prompt checked, counted and hashed, and each resumed store's
+	// prompts compared with the input's first ones, before anything is written.
+	total := -1 // unknown for an input read once
+	if !src.once {
+		h := newPromptHasher()
+		var prefixErr error // the first store whose prompts are not the input's first
+		err := src.each(func(it promptItem) error {
+			if err := checkPrefixes(stores, h); err != nil && prefixErr == nil {
+				prefixErr = err
+			}
+			if err := tokenizeItem(m, &it, nctx, f.mf.chatTemplate); err != nil {
+				return err
+			}
+			h.add(it.ID, it.Prompt, it.Label, it.Group)
+			return nil
+		})
+		if err != nil {
+			return nil, err
 		}
-		var w *probe.StoreWriter
-		if f.resume {
-			w, err = resumeDump(dir, meta, opts)
+		if err := checkPrefixes(stores, h); err != nil && prefixErr == nil {
+			prefixErr = err
+		}
+		if h.n == 0 {
+			return nil, fmt.Errorf("shard %s holds no prompts", shard)
+		}
+		total = h.n
+		for _, s := range stores {
+			if prev := s.old; prev != nil && prev.Meta["prompt_set"] != "" && prev.Meta["prompt_set"] != h.sum() {
+				return nil, fmt.Errorf("cannot resume %s: it was started on other prompts (%s; the input now gives %s): ids, prompts, labels and groups must be the same", s.dir, prev.Meta["prompt_set"], h.sum())
+			}
+		}
+		if prefixErr != nil {
+			return nil, prefixErr
+		}
+		for _, s := range stores {
+			if s.done > total {
+				return nil, fmt.Errorf("cannot resume %s: it holds %d prompts, the input gives %d", s.dir, s.done, total)
+			}
+			s.meta.Meta["prompt_set"] = h.sum()
+		}
+	}
+	if f.resume && kmin > 0 {
+		if total >= 0 {
+			fmt.Fprintf(stderr, "resuming: %d of %d prompts already dumped\n", kmin, total)
 		} else {
-			w, err = probe.CreateStore(dir, meta, opts)
+			fmt.Fprintf(stderr, "resuming: %d prompts already dumped\n", kmin)
 		}
-		if err == nil && f.resume {
-			if err = checkResumedPrompts(w.Manifest(), items); err != nil {
-				err = fmt.Errorf("cannot resume %s: %w", dir, err)
-			}
-		}
-		if err != nil {
-			return nil, errors.Join(err, flushAll())
-		}
-		stores = append(stores, &pointStore{point: p, dir: dir, w: w})
 	}
-	// A prompt is done once every store holds it (a kill can leave one store ahead).
-	todo := slices.DeleteFunc(slices.Clone(items), func(it promptItem) bool {
+
+	opened := false
+	openStores := func() error {
+		if opened {
+			return nil
+		}
+		opened = true
+		opts := probe.StoreOptions{ShardBytes: int64(f.shardMB) << 20}
 		for _, s := range stores {
-			if !s.w.Done(it.ID) {
-				return false
+			var err error
+			if s.old != nil {
+				s.w, err = probe.ResumeStore(s.dir, opts)
+			} else {
+				s.w, err = probe.CreateStore(s.dir, s.meta, opts)
 			}
-		}
-		return true
-	})
-	if f.resume && len(todo) < len(items) {
-		fmt.Fprintf(stderr, "resuming: %d of %d prompts already dumped\n", len(items)-len(todo), len(items))
-	}
-	spec := bindings.CaptureSpec{Layers: layers, Points: points, Positions: positions}
-	prog := newProgress(stderr, len(todo), "dump")
-	done := 0
-	err = captureChunks(ctx, c, todo, spec, func(start int, batch []promptItem, acts *bindings.Activations, ntok int) error {
-		exs, err := dumpExamples(m, batch)
-		if err != nil {
-			return err
-		}
-		for _, s := range stores {
-			if err := appendActs(s.w, exs, acts, s.point); err != nil {
+			if err != nil {
 				return err
 			}
 		}
-		done = start + len(batch)
-		prog.add(len(batch), ntok)
-		if done < len(todo) {
-			return ctx.Err() // stop between chunks on Ctrl-C or SIGTERM
-		}
 		return nil
-	})
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, interrupted(flushAll, f.out, done, len(todo))
+	}
+	flushAll := func() error {
+		var errs []error
+		for _, s := range stores {
+			if s.w != nil {
+				errs = append(errs, s.w.Flush())
+			}
 		}
+		return errors.Join(errs...)
+	}
+
+	spec := bindings.CaptureSpec{Layers: layers, Points: points, Positions: positions[0]}
+	if len(positions) > 1 {
+		spec.Positions = bindings.PositionsAll // several positions: every row, the others derived
+	}
+	todo := -1
+	if total >= 0 {
+		todo = total - kmin
+	}
+	prog := newProgress(stderr, todo, "dump")
+	h := newPromptHasher() // the second pass's, when the first could not run
+	done := 0              // prompts captured in this run
+	var chunk []promptItem
+	chunkStart := 0 // input index of chunk[0]
+	dumpChunk := func() error {
+		if len(chunk) == 0 {
+			return nil
+		}
+		if err := openStores(); err != nil {
+			return err
+		}
+		err := captureChunks(ctx, c, chunk, spec, func(_ int, batch []promptItem, acts *bindings.Activations, ntok int) error {
+			exs, err := dumpExamples(m, batch)
+			if err != nil {
+				return err
+			}
+			for _, s := range stores {
+				if err := appendActs(s, exs, chunkStart, acts); err != nil {
+					return err
+				}
+			}
+			done += len(batch)
+			prog.add(len(batch), ntok)
+			return nil
+		})
+		chunk, chunkStart = chunk[:0], chunkStart+len(chunk)
+		return err
+	}
+	k := 0 // input index of the next prompt
+	err = src.each(func(it promptItem) error {
+		defer func() { k++ }()
+		if src.once {
+			// Nothing checked these prompts before: compare the stores' prompts as they come.
+			if err := checkPrefixes(stores, h); err != nil {
+				return err
+			}
+			if err := formatItem(m, &it, f.mf.chatTemplate); err != nil {
+				return err
+			}
+			h.add(it.ID, it.Prompt, it.Label, it.Group)
+		}
+		if k < kmin {
+			chunkStart = k + 1
+			return nil
+		}
+		if err := tokenizeItem(m, &it, nctx, f.mf.chatTemplate); err != nil {
+			return err
+		}
+		chunk = append(chunk, it)
+		if len(chunk) < max(c.Options().NSeq, 1) {
+			return nil
+		}
+		if err := dumpChunk(); err != nil {
+			return err
+		}
+		if todo >= 0 && done >= todo {
+			return nil
+		}
+		return ctx.Err() // stop between chunks on Ctrl-C or SIGTERM
+	})
+	if err == nil {
+		err = dumpChunk()
+	}
+	if err == nil && src.once {
+		err = checkPrefixes(stores, h)
+		if err == nil && h.n == 0 {
+			err = fmt.Errorf("shard %s holds no prompts", shard)
+		}
+		for _, s := range stores {
+			if err == nil && s.done > h.n {
+				err = fmt.Errorf("cannot resume %s: it holds %d prompts, the input gives %d", s.dir, s.done, h.n)
+			}
+		}
+	}
+	if err == nil {
+		err = openStores() // a resumed dump with nothing left to do is marked complete
+	}
+	var mismatch *resumeMismatch
+	switch {
+	case err == nil:
+	case errors.As(err, &mismatch):
+		// An input read once, found to differ from a store's prompts only now: what this run
+		// buffered came from that input, and is dropped.
+		return nil, err
+	case ctx.Err() != nil:
+		return nil, interrupted(flushAll, f.out, done, todo)
+	default:
 		return nil, keepDumped(flushAll, err)
 	}
 	prog.finish()
 	var out []dumpedStore
 	for _, s := range stores {
+		if src.once && s.w.Manifest().Meta["prompt_set"] == "" {
+			s.w.SetMeta("prompt_set", h.sum()) // known now, at the end of the input
+		}
 		if err := s.w.Close(); err != nil {
 			return nil, err
 		}
 		man := s.w.Manifest()
 		out = append(out, dumpedStore{dir: s.dir, man: &man})
 	}
+	// Every store holds the same prompts: count their tokens and labels once.
+	st, err := countExamples(out[0].dir, out[0].man)
+	if err != nil {
+		return nil, err
+	}
+	for i := range out {
+		out[i].stats = st
+	}
 	return out, nil
 }
 
-// promptSetHash identifies a dump's prompt set: a hash of every prompt's id, text, label and
-// group, in order. A resumed dump must be given the same set (resumeDump), so that two jobs
-// are never mixed into one dump that says it is complete.
-func promptSetHash(items []promptItem) string {
-	h := sha256.New()
-	for _, it := range items {
-		label := "-"
-		if it.Label != nil {
-			label = strconv.FormatBool(*it.Label)
+// exampleStats counts a store's tokens and labels.
+type exampleStats struct{ tokens, pos, neg, unk int }
+
+// countExamples reads a store's examples one shard at a time and counts them.
+func countExamples(dir string, m *probe.Manifest) (exampleStats, error) {
+	var st exampleStats
+	err := probe.ForEachExample(dir, m, func(e *probe.Example) error {
+		st.tokens += e.NTokens
+		switch {
+		case e.Label == nil:
+			st.unk++
+		case *e.Label:
+			st.pos++
+		default:
+			st.neg++
 		}
-		for _, s := range []string{it.ID, it.Prompt, label, it.Group} {
-			h.Write([]byte(s))
-			h.Write([]byte{0})
-		}
-	}
-	return fmt.Sprintf("sha256:%x (%d prompts)", h.Sum(nil)[:12], len(items))
+		return nil
+	})
+	return st, err
 }
 
-// checkResumedPrompts checks that every prompt the dump already holds, by id, is the prompt
-// the input gives that id now: ids such as "line-12" follow positions in the file, and an
-// edited file would otherwise keep old activations under new prompts.
-func checkResumedPrompts(m probe.Manifest, items []promptItem) error {
-	done := make(map[string]*probe.Example, len(m.Examples))
-	for i := range m.Examples {
-		done[m.Examples[i].ID] = &m.Examples[i]
+// checkResume reads the header of the store s resumes, if there is one, and checks that it was
+// dumped as asked now (model, layers, point, positions, dtype, KV type, shard), and reads the
+// hash of the prompts it holds (checkPrefixes compares it with the input's).
+func (s *dumpStore) checkResume() error {
+	if _, err := os.Stat(filepath.Join(s.dir, probe.ManifestName)); errors.Is(err, os.ErrNotExist) {
+		return nil // created afresh (a store lost, or never begun)
 	}
-	for _, it := range items {
-		if ex, ok := done[it.ID]; ok && ex.Prompt != it.Prompt {
-			return fmt.Errorf("example %q was dumped from another prompt than the input now gives it (%q); the input changed", it.ID, oneLine(it.Prompt, 60))
+	got, err := probe.LoadManifestHeader(s.dir)
+	if err != nil {
+		return fmt.Errorf("cannot resume %s: %w", s.dir, err)
+	}
+	// The same rules as probe merge (probe.Compatible), plus the shard of the prompts.
+	err = probe.Compatible(got, &s.meta)
+	if err == nil && got.Meta["shard"] != s.meta.Meta["shard"] {
+		err = fmt.Errorf("it is shard %s, not %s", got.Meta["shard"], s.meta.Meta["shard"])
+	}
+	if err != nil {
+		return fmt.Errorf("cannot resume %s: %w", s.dir, err)
+	}
+	h := newPromptHasher()
+	if err := probe.ForEachExample(s.dir, got, func(e *probe.Example) error {
+		h.add(e.ID, e.Prompt, e.Label, e.Group)
+		return nil
+	}); err != nil {
+		return fmt.Errorf("cannot resume %s: %w", s.dir, err)
+	}
+	got.Examples = nil // (a version 1 manifest's; ResumeStore reads them again)
+	s.old, s.done, s.held = got, h.n, h.sum()
+	return nil
+}
+
+// checkPrefixes compares the input's first prompts, hashed by h, with the prompts of every
+// resumed store that holds exactly that many.
+func checkPrefixes(stores []*dumpStore, h *promptHasher) error {
+	for _, s := range stores {
+		if s.old == nil || s.done != h.n || s.done == 0 {
+			continue
+		}
+		if s.held != h.sum() {
+			return &resumeMismatch{fmt.Errorf("cannot resume %s: the %d prompts it holds (%s) are not the input's first %d (%s): ids, prompts, labels and groups must be the same", s.dir, s.done, s.held, h.n, h.sum())}
 		}
 	}
 	return nil
+}
+
+// resumeMismatch is checkPrefixes's error: a resumed store does not hold the input's first
+// prompts.
+type resumeMismatch struct{ err error }
+
+func (e *resumeMismatch) Error() string { return e.err.Error() }
+
+// promptHasher hashes prompts in order: ids, texts, labels and groups. Over a whole input it
+// identifies the prompt set (the manifest's prompt_set); over the first n prompts it says
+// whether a resumed store holds them.
+type promptHasher struct {
+	h hash.Hash
+	n int
+}
+
+func newPromptHasher() *promptHasher { return &promptHasher{h: sha256.New()} }
+
+func (p *promptHasher) add(id, prompt string, label *bool, group string) {
+	l := "-"
+	if label != nil {
+		l = strconv.FormatBool(*label)
+	}
+	for _, s := range []string{id, prompt, l, group} {
+		p.h.Write([]byte(s))
+		p.h.Write([]byte{0})
+	}
+	p.n++
+}
+
+// sum is "sha256:HEX (N prompts)" of the prompts so far.
+func (p *promptHasher) sum() string {
+	return fmt.Sprintf("sha256:%x (%d prompts)", p.h.Sum(nil)[:12], p.n)
 }
 
 // checkFreshDir refuses an output directory that already holds files: nothing is overwritten.
@@ -404,38 +690,17 @@ func checkFreshDir(dir string) error {
 	return nil
 }
 
-// resumeDump reopens an interrupted dump after checking it was made with the same model,
-// layers, positions and dtype.
-func resumeDump(dir string, want probe.Manifest, opts probe.StoreOptions) (*probe.StoreWriter, error) {
-	if _, err := os.Stat(filepath.Join(dir, probe.ManifestName)); errors.Is(err, os.ErrNotExist) {
-		return probe.CreateStore(dir, want, opts)
-	}
-	w, err := probe.ResumeStore(dir, opts)
-	if err != nil {
-		return nil, err
-	}
-	got := w.Manifest()
-	// The same rules as probe merge (probe.Compatible), plus the shard of the prompts.
-	err = probe.Compatible(&got, &want)
-	switch {
-	case err != nil:
-	case got.Meta["shard"] != want.Meta["shard"]:
-		err = fmt.Errorf("it is shard %s, not %s", got.Meta["shard"], want.Meta["shard"])
-	case got.Meta["prompt_set"] != "" && got.Meta["prompt_set"] != want.Meta["prompt_set"]:
-		// (a dump from before prompt_set was recorded is checked prompt by prompt only)
-		err = fmt.Errorf("it was started on other prompts (%s; the input now gives %s): ids, prompts, labels and groups must be the same", got.Meta["prompt_set"], want.Meta["prompt_set"])
-	}
-	if err != nil {
-		return nil, fmt.Errorf("cannot resume %s: %w", dir, err)
-	}
-	return w, nil
-}
-
+// interrupted saves what a stopped dump captured and says so; total is the number of prompts
+// it had to do, -1 if unknown.
 func interrupted(flush func() error, dir string, done, total int) error {
 	if err := flush(); err != nil {
 		return fmt.Errorf("interrupted, and writing the last shard failed: %w", err)
 	}
-	return &exitError{code: 130, err: fmt.Errorf("interrupted after %d of %d prompts; %s holds them; continue with --resume", done, total, dir)}
+	of := ""
+	if total >= 0 {
+		of = fmt.Sprintf(" of %d", total)
+	}
+	return &exitError{code: 130, err: fmt.Errorf("interrupted after %d%s prompts; %s holds them; continue with --resume", done, of, dir)}
 }
 
 // tokenizeItems tokenizes every prompt and checks it fits the context before anything runs.
@@ -448,37 +713,52 @@ func tokenizeItems(m *bindings.Model, items []promptItem, nctx int) error {
 // "chat_template" field ("model" for the model's own).
 func tokenizeChat(m *bindings.Model, items []promptItem, nctx int, template string) error {
 	for i := range items {
-		it := &items[i]
-		if it.Messages != nil {
-			p, err := m.ApplyChatTemplate(template, it.Messages)
-			if errors.Is(err, bindings.ErrNoChatTemplate) {
-				return fmt.Errorf("prompt %q has chat messages, but the model has no chat template: give --chat-template NAME (chatml, llama3, gemma, phi3, mistral-v7, …) or a plain \"prompt\"", it.ID)
-			}
-			if err != nil {
-				return fmt.Errorf("prompt %q: %w", it.ID, err)
-			}
-			it.Prompt = p
-			it.Meta = withMeta(it.Meta, "chat_template", orDefault(template, "model"))
-			// The template's markers are control tokens: parse them as such.
-			toks, err := m.TokenizeFormatted(it.Prompt)
-			if err != nil {
-				return fmt.Errorf("prompt %q: %w", it.ID, err)
-			}
-			if len(toks) > nctx {
-				return fmt.Errorf("prompt %q has %d tokens; the context holds %d (raise -c)", it.ID, len(toks), nctx)
-			}
-			it.Tokens = toks
-			continue
+		if err := tokenizeItem(m, &items[i], nctx, template); err != nil {
+			return err
 		}
-		toks, err := m.Tokenize(it.Prompt, true, false)
-		if err != nil {
-			return fmt.Errorf("prompt %q: %w", it.ID, err)
-		}
-		if len(toks) > nctx {
-			return fmt.Errorf("prompt %q has %d tokens; the context holds %d (raise -c)", it.ID, len(toks), nctx)
-		}
-		it.Tokens = toks
 	}
+	return nil
+}
+
+// formatItem formats a prompt given as chat messages with the template (tokenizeChat); a
+// plain prompt, or one formatted already, is left as it is.
+func formatItem(m *bindings.Model, it *promptItem, template string) error {
+	if it.Messages == nil || it.Prompt != "" {
+		return nil
+	}
+	p, err := m.ApplyChatTemplate(template, it.Messages)
+	if errors.Is(err, bindings.ErrNoChatTemplate) {
+		return fmt.Errorf("prompt %q has chat messages, but the model has no chat template: give --chat-template NAME (chatml, llama3, gemma, phi3, mistral-v7, …) or a plain \"prompt\"", it.ID)
+	}
+	if err != nil {
+		return fmt.Errorf("prompt %q: %w", it.ID, err)
+	}
+	it.Prompt = p
+	it.Meta = withMeta(it.Meta, "chat_template", orDefault(template, "model"))
+	return nil
+}
+
+// tokenizeItem formats (formatItem) and tokenizes one prompt and checks that it fits the
+// context.
+func tokenizeItem(m *bindings.Model, it *promptItem, nctx int, template string) error {
+	if err := formatItem(m, it, template); err != nil {
+		return err
+	}
+	var toks []int32
+	var err error
+	if it.Messages != nil {
+		// The template's markers are control tokens: parse them as such.
+		toks, err = m.TokenizeFormatted(it.Prompt)
+	} else {
+		toks, err = m.Tokenize(it.Prompt, true, false)
+	}
+	if err != nil {
+		return fmt.Errorf("prompt %q: %w", it.ID, err)
+	}
+	if len(toks) > nctx {
+		return fmt.Errorf("prompt %q has %d tokens; the context holds %d (raise -c)", it.ID, len(toks), nctx)
+	}
+	it.Tokens = toks
 	return nil
 }
 
@@ -497,56 +777,75 @@ func dumpExamples(m *bindings.Model, batch []promptItem) ([]probe.Example, error
 	return out, nil
 }
 
-// appendActs writes each prompt's rows of a capture point to the store, skipping prompts it
-// already holds (a resumed dump of several points whose stores were cut at different prompts).
-func appendActs(w *probe.StoreWriter, exs []probe.Example, acts *bindings.Activations, point bindings.Point) error {
-	d := acts.Width(point)
+// appendActs writes each prompt's rows of the store's point and position to it, skipping the
+// prompts it already holds (a resumed store that was ahead of the others). exs are a chunk of
+// prompts whose first is prompt first of the input, and acts their capture: at the store's
+// position, or at every position when several are dumped, from which the last token's row is
+// taken and the prompt mean computed as bindings computes it (float64 sums in token order,
+// divided by the token count), so each store holds what a dump of its position alone would.
+func appendActs(s *dumpStore, exs []probe.Example, first int, acts *bindings.Activations) error {
+	d := acts.Width(s.point)
+	start := make([]int, len(exs)) // each prompt's first row in acts
 	row := 0
-	for _, ex := range exs {
-		rows := 1
+	for i := range exs {
+		start[i] = row
 		if acts.Positions == bindings.PositionsAll {
-			rows = ex.NTokens
+			row += acts.SeqLen[i]
+		} else {
+			row++
 		}
-		if w.Done(ex.ID) {
-			row += rows
+	}
+	per := make([][]float32, len(acts.Layers))
+	var acc []float64
+	for i, ex := range exs {
+		if first+i < s.done {
 			continue
 		}
-		per := make([][]float32, len(acts.Layers))
+		n := acts.SeqLen[i]
 		for li, l := range acts.Layers {
-			per[li] = acts.Get(point, l)[row*d : (row+rows)*d]
+			all := acts.Get(s.point, l)
+			switch {
+			case acts.Positions == s.pos && s.pos == bindings.PositionsAll:
+				per[li] = all[start[i]*d : (start[i]+n)*d]
+			case acts.Positions == s.pos:
+				per[li] = all[start[i]*d : (start[i]+1)*d]
+			case s.pos == bindings.PositionsLast:
+				per[li] = all[(start[i]+n-1)*d : (start[i]+n)*d]
+			case s.pos == bindings.PositionsMean:
+				acc = slices.Grow(acc[:0], d)[:d]
+				clear(acc)
+				for r := start[i]; r < start[i]+n; r++ {
+					for j, v := range all[r*d : (r+1)*d] {
+						acc[j] += float64(v)
+					}
+				}
+				mean := make([]float32, d)
+				for j := range mean {
+					mean[j] = float32(acc[j] / float64(n))
+				}
+				per[li] = mean
+			default:
+				return fmt.Errorf("prompt %q: rows of positions %s cannot give positions %s", ex.ID, acts.Positions, s.pos)
+			}
 		}
-		if err := w.Append(ex, per); err != nil {
+		if err := s.w.Append(ex, per); err != nil {
 			return fmt.Errorf("prompt %q: %w", ex.ID, err)
 		}
-		row += rows
 	}
 	return nil
 }
 
 func printDumpSummary(cmd *cobra.Command, f *dumpFlags, s dumpedStore) error {
-	out, m := cmd.OutOrStdout(), s.man
-	pos, neg, unk := 0, 0, 0
-	tokens := 0
-	for _, e := range m.Examples {
-		tokens += e.NTokens
-		switch {
-		case e.Label == nil:
-			unk++
-		case *e.Label:
-			pos++
-		default:
-			neg++
-		}
-	}
+	out, m, st := cmd.OutOrStdout(), s.man, s.stats
 	if f.asJSON {
 		return json.NewEncoder(out).Encode(map[string]any{
-			"dir": s.dir, "examples": len(m.Examples), "rows": m.Rows, "tokens": tokens, "layers": m.Layers, "point": m.Point,
+			"dir": s.dir, "examples": m.NExamples, "rows": m.Rows, "tokens": st.tokens, "layers": m.Layers, "point": m.Point,
 			"positions": m.Positions, "dtype": m.DType, "n_embd": m.NEmbd, "shards": len(m.Shards),
-			"positive": pos, "negative": neg, "unlabelled": unk, "fingerprint": m.Model.Fingerprint,
+			"positive": st.pos, "negative": st.neg, "unlabelled": st.unk, "fingerprint": m.Model.Fingerprint,
 		})
 	}
 	fmt.Fprintf(out, "dumped %d prompts (%d tokens) to %s: %d rows × %d dims of %s at %d layers %v, positions %s, %s, %d shard(s); labels: %d positive, %d negative, %d unlabelled\n",
-		len(m.Examples), tokens, s.dir, m.Rows, m.NEmbd, m.Point, len(m.Layers), compactLayers(m.Layers), m.Positions, m.DType, len(m.Shards), pos, neg, unk)
+		m.NExamples, st.tokens, s.dir, m.Rows, m.NEmbd, m.Point, len(m.Layers), compactLayers(m.Layers), m.Positions, m.DType, len(m.Shards), st.pos, st.neg, st.unk)
 	return nil
 }
 

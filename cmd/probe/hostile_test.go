@@ -109,7 +109,7 @@ func TestTextPromptsDropTheBOM(t *testing.T) {
 	in := writeFile(t, "bom.txt", "\xef\xbb\xbfHuman: first\nHuman: second\n")
 	out := filepath.Join(t.TempDir(), "d")
 	mustRun(t, "dump", "-m", tinyModel(t, 1), "-i", in, "--text", "-o", out, "--layers", "0")
-	b, err := os.ReadFile(filepath.Join(out, "manifest.json"))
+	b, err := os.ReadFile(filepath.Join(out, "shard-00000.examples.jsonl"))
 	require.NoError(t, err)
 	require.Contains(t, string(b), `"prompt":"Human: first"`)
 	require.NotContains(t, string(b), "\ufeff")

@@ -3,6 +3,8 @@ package main
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 
 	"github.com/spf13/cobra"
 
@@ -19,10 +21,12 @@ func newMergeCmd() *cobra.Command {
 		Long: `merge joins complete activation dumps of disjoint prompts, typically the parts of an array
 job run with probe dump --shard i/n, into a new dump in -o DIR. The parts must come from the
 same model with the same layers, positions and dtype, and no prompt id may appear twice.
-Shard files are hard-linked where possible, copied otherwise. DIR must not exist or be empty;
-on error it is removed again.`,
+Parts of a dump of several points or positions (one store per point and position under each
+part) merge store by store into the same layout under DIR. Shard files and their examples
+files are hard-linked where possible, copied otherwise. DIR must not exist or be empty; on
+error it is removed again.`,
 		Args: cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
+		RunE: func(cmd *cobra.Command, args []string) (err error) {
 			if out == "" {
 				return errors.New("no output directory: give -o DIR")
 			}
@@ -34,21 +38,53 @@ on error it is removed again.`,
 					return err
 				}
 			}
-			if err := probe.Merge(out, args...); err != nil {
-				return err
-			}
-			m, err := probe.LoadManifest(out)
+			rels, err := mergeLayout(args)
 			if err != nil {
-				return err
+				return fmt.Errorf("merge: %w", err)
+			}
+			if len(rels) > 1 || rels[0] != "" {
+				// On failure, remove the stores merged before it: out was empty or absent.
+				_, statErr := os.Stat(out)
+				defer func() {
+					if err == nil {
+						return
+					}
+					if statErr != nil {
+						os.RemoveAll(out)
+						return
+					}
+					entries, _ := os.ReadDir(out)
+					for _, e := range entries {
+						os.RemoveAll(filepath.Join(out, e.Name()))
+					}
+				}()
 			}
 			w := cmd.OutOrStdout()
-			if asJSON {
-				return printJSON(w, map[string]any{"dir": out, "sources": args, "examples": len(m.Examples),
-					"rows": m.Rows, "shards": len(m.Shards), "layers": m.Layers, "fingerprint": m.Model.Fingerprint})
+			for _, rel := range rels {
+				dst := filepath.Join(out, rel)
+				srcs := make([]string, len(args))
+				for i, a := range args {
+					srcs[i] = filepath.Join(a, rel)
+				}
+				if err := probe.Merge(dst, srcs...); err != nil {
+					return err
+				}
+				m, err := probe.LoadManifestHeader(dst)
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					err = printJSON(w, map[string]any{"dir": dst, "sources": srcs, "examples": m.NExamples, "point": m.Point,
+						"positions": m.Positions, "rows": m.Rows, "shards": len(m.Shards), "layers": m.Layers, "fingerprint": m.Model.Fingerprint})
+				} else {
+					_, err = fmt.Fprintf(w, "merged %d dumps into %s: %d prompts, %d rows, %d shard(s), layers %s\n",
+						len(srcs), dst, m.NExamples, m.Rows, len(m.Shards), compactLayers(m.Layers))
+				}
+				if err != nil {
+					return err
+				}
 			}
-			_, err = fmt.Fprintf(w, "merged %d dumps into %s: %d prompts, %d rows, %d shard(s), layers %s\n",
-				len(args), out, len(m.Examples), m.Rows, len(m.Shards), compactLayers(m.Layers))
-			return err
+			return nil
 		},
 	}
 	c.Flags().StringVarP(&out, "output", "o", "", "output directory (new or empty)")

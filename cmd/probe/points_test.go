@@ -114,7 +114,7 @@ func TestDumpPointsResumedAndSharded(t *testing.T) {
 	requireFails(t, probeCmd(t, "", args...), "not empty")
 	// Resuming with another layout of points is refused.
 	requireFails(t, probeCmd(t, "", append(args[:len(args):len(args)], "--resume", "--points", "residual")...),
-		"cannot resume "+dir+": it holds one store per capture point (residual,mlp_out); resume it with --points residual,mlp_out")
+		"cannot resume "+dir+": it holds one store per capture point (residual,mlp_out); resume it with --points residual,mlp_out --positions all")
 
 	r := mustRun(t, append(args, "--resume")...)
 	require.Contains(t, r.stderr, "resuming: 4 of 40 prompts already dumped")
@@ -135,7 +135,7 @@ func TestDumpPointsResumedAndSharded(t *testing.T) {
 	one := filepath.Join(t.TempDir(), "one")
 	mustRun(t, "dump", "--prompt", "Human: hi", "-o", one, "-m", tinyModel(t, 1), "-t", "2")
 	requireFails(t, probeCmd(t, "", "dump", "--prompt", "Human: hi", "-o", one, "-m", tinyModel(t, 1), "--resume", "--points", "residual,mlp_out"),
-		"cannot resume "+one+": it holds the store of one capture point (residual), not one store per point; resume it with --points residual")
+		"cannot resume "+one+": it holds one store (capture point residual, positions last); resume it with --points residual --positions last")
 	// Nor with another point.
 	requireFails(t, probeCmd(t, "", "dump", "--prompt", "Human: hi", "-o", one, "-m", tinyModel(t, 1), "--resume", "--points", "mlp_out"),
 		"cannot resume", `point "residual" vs "mlp_out"`)

@@ -28,6 +28,8 @@ func isTerminal(w io.Writer) bool {
 	return ok && (isatty.IsTerminal(f.Fd()) || isatty.IsCygwinTerminal(f.Fd()))
 }
 
+// newProgress shows progress towards total items, or a count alone for a total of -1 (a
+// stream of unknown length).
 func newProgress(w io.Writer, total int, what string) *progress {
 	p := &progress{w: w, what: what, total: total, start: time.Now(), last: time.Now()}
 	if isTerminal(w) {
@@ -63,6 +65,10 @@ func (p *progress) add(n, tokens int) {
 	}
 	if time.Since(p.last) > 5*time.Second || p.done == p.total {
 		p.last = time.Now()
+		if p.total < 0 { // a stream of unknown length
+			fmt.Fprintf(p.w, "%s: %d, %.0f tok/s\n", p.what, p.done, rate)
+			return
+		}
 		eta := time.Duration(float64(time.Since(p.start)) / float64(p.done) * float64(p.total-p.done))
 		fmt.Fprintf(p.w, "%s: %d/%d, %.0f tok/s, ETA %s\n", p.what, p.done, p.total, rate, eta.Round(time.Second))
 	}

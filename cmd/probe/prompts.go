@@ -3,7 +3,9 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -32,7 +34,37 @@ type promptItem struct {
 // before anything runs; an error names the line.
 func readPromptFile(path string, stdin io.Reader, text bool) ([]promptItem, error) {
 	var items []promptItem
-	ids := map[string]int{}
+	err := forEachPrompt(path, stdin, text, func(it promptItem) error {
+		items = append(items, it)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+// idKey is what is kept of a prompt id to find a repeated one in a file of any length: its
+// SHA-256 cut to 128 bits.
+type idKey [16]byte
+
+func keyOfID(id string) idKey {
+	h := sha256.Sum256([]byte(id))
+	return idKey(h[:16])
+}
+
+// errStopLines stops forEachLine when fn of forEachPrompt fails; the failure itself is
+// returned unwrapped.
+var errStopLines = errors.New("stop")
+
+// forEachPrompt reads the prompt file as readPromptFile does, one prompt at a time, and calls
+// fn with each in file order: memory holds one line and a 16-byte hash of each id (to refuse
+// a repeated one), whatever the file's length. A line's error is "PATH line N: …"; an error
+// from fn stops the reading and is returned as is. A file without prompts is an error, found
+// at its end.
+func forEachPrompt(path string, stdin io.Reader, text bool, fn func(it promptItem) error) error {
+	ids := map[idKey]int{}
+	var fnErr error
 	err := forEachLine(path, stdin, func(line int, raw []byte) error {
 		var it promptItem
 		if text {
@@ -47,20 +79,25 @@ func readPromptFile(path string, stdin io.Reader, text bool) ([]promptItem, erro
 			}
 		}
 		it.Line = line
-		if prev, dup := ids[it.ID]; dup {
+		k := keyOfID(it.ID)
+		if prev, dup := ids[k]; dup {
 			return fmt.Errorf("id %q already used on line %d", it.ID, prev)
 		}
-		ids[it.ID] = line
-		items = append(items, it)
+		ids[k] = line
+		if fnErr = fn(it); fnErr != nil {
+			return errStopLines
+		}
 		return nil
 	})
-	if err != nil {
-		return nil, err
+	switch {
+	case fnErr != nil:
+		return fnErr
+	case err != nil:
+		return err
+	case len(ids) == 0:
+		return fmt.Errorf("%s holds no prompts", path)
 	}
-	if len(items) == 0 {
-		return nil, fmt.Errorf("%s holds no prompts", path)
-	}
-	return items, nil
+	return nil
 }
 
 // forEachLine calls fn with each non-empty line of a file ("-" is stdin) and its 1-based line
@@ -188,19 +225,22 @@ func parseShard(s string) (int, int, error) {
 	return i, n, nil
 }
 
-// selectShard keeps the prompts whose index is i modulo n: a deterministic 1/n of the input,
-// the same on every machine for the same file.
-func selectShard(items []promptItem, i, n int) []promptItem {
+// everyNth keeps, of the prompts each gives, those whose index is i modulo n: a deterministic
+// 1/n of the input, the same on every machine for the same file, chosen while streaming.
+func everyNth(each func(fn func(promptItem) error) error, i, n int) func(fn func(promptItem) error) error {
 	if n == 1 {
-		return items
+		return each
 	}
-	var out []promptItem
-	for k, it := range items {
-		if k%n == i {
-			out = append(out, it)
-		}
+	return func(fn func(promptItem) error) error {
+		k := 0
+		return each(func(it promptItem) error {
+			k++
+			if (k-1)%n != i {
+				return nil
+			}
+			return fn(it)
+		})
 	}
-	return out
 }
 
 // parseMessages reads a chat: a non-empty array of {"role", "content"} with a known role.
