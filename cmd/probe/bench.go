@@ -40,6 +40,7 @@ type benchFlags struct {
 	asJSON    bool
 	upstream  bool
 	portable  string
+	rssFlag   string
 	rss       []int
 	embd      int
 	layers    int
@@ -76,11 +77,11 @@ what each figure means.`,
 	fl.BoolVar(&f.asJSON, "json", false, "print one JSON object")
 	fl.BoolVar(&f.upstream, "upstream", true, "compare with upstream llama.cpp through node-llama-cpp (needs node and npm)")
 	fl.StringVar(&f.portable, "portable", "", "a probe binary built with PORTABLE=1, whose decode is compared with this one's")
-	fl.IntSliceVar(&f.rss, "rss", []int{10000, 100000}, "prompt counts of the dumps whose peak RSS is measured (two, smaller first; empty: skip)")
+	fl.StringVar(&f.rssFlag, "rss", "10000,100000", "prompt counts of the dumps whose peak RSS is measured (two, smaller first; empty: skip)")
 	fl.IntVar(&f.embd, "embd", 1024, "bench model width")
 	fl.IntVar(&f.layers, "layers", 12, "bench model layers")
 	fl.IntVar(&f.vocab, "vocab", 32000, "bench model vocabulary")
-	fl.IntVar(&f.prompts, "prompts", 16, "prompts per pass")
+	fl.IntVar(&f.prompts, "prompts", 8, "prompts per pass")
 	fl.IntVar(&f.promptLen, "prompt-tokens", 64, "tokens per prompt")
 	fl.StringSliceVar(&f.types, "types", []string{"F16", "Q8_0", "Q4_K_M"}, "file types measured; the last is the headline of the ratios, F16 also compared with upstream")
 	fl.BoolVar(&f.onlyDecode, "only-decode", false, "measure decoding alone (the run a --portable binary is asked for)")
@@ -139,6 +140,17 @@ func (r *benchReport) ratio(a, b *benchFigure) float64 {
 
 func runBench(cmd *cobra.Command, f *benchFlags) error {
 	stderr := cmd.ErrOrStderr()
+	f.rss = nil
+	for _, p := range strings.Split(f.rssFlag, ",") {
+		if p = strings.TrimSpace(p); p == "" {
+			continue
+		}
+		n, err := strconv.Atoi(p)
+		if err != nil {
+			return fmt.Errorf("--rss %q: want two prompt counts such as 10000,100000", f.rssFlag)
+		}
+		f.rss = append(f.rss, n)
+	}
 	switch {
 	case f.threads < 1:
 		return fmt.Errorf("--threads %d: want 1 or more", f.threads)
@@ -156,7 +168,10 @@ func runBench(cmd *cobra.Command, f *benchFlags) error {
 			return fmt.Errorf("--types %s: want one of %v", t, bindings.QuantTypes)
 		}
 	}
-	cfg := models.LlamaConfig{NEmbd: f.embd, NLayer: f.layers, NHead: max(1, f.embd/64), NHeadKV: max(1, f.embd/256), NFF: f.embd * 11 / 4,
+	// The feed-forward width of Llama-style models, 11/4 of n_embd, rounded up to the 256 that
+	// k-quant blocks need (2816 at 1024).
+	ffn := (f.embd*11/4 + 255) / 256 * 256
+	cfg := models.LlamaConfig{NEmbd: f.embd, NLayer: f.layers, NHead: max(1, f.embd/64), NHeadKV: max(1, f.embd/256), NFF: ffn,
 		NVocab: f.vocab, NCtx: 4096, RopeTheta: 10000, NormEps: 1e-5}
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("bench model: %w", err)

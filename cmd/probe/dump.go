@@ -34,6 +34,9 @@ type dumpFlags struct {
 	resume    bool
 	shardMB   int
 	asJSON    bool
+	// decodeOnly runs the prompts through the model without capturing or writing anything:
+	// the baseline probe bench compares the dump pipeline with.
+	decodeOnly bool
 	// storeDir, when set (by the demo), is the directory of each store instead of the layout
 	// under out (storeRel); the directories are not resumed.
 	storeDir func(p bindings.Point, pos probe.Position) string
@@ -79,6 +82,8 @@ under a temporary name and renamed when complete; Ctrl-C or SIGTERM stops cleanl
 	fl.BoolVar(&f.resume, "resume", false, "continue an interrupted dump in the output directory")
 	fl.IntVar(&f.shardMB, "shard-size", 256, "shard file size in MiB (bounds memory)")
 	fl.BoolVar(&f.asJSON, "json", false, "print the summary as JSON")
+	fl.BoolVar(&f.decodeOnly, "decode-only", false, "read, tokenize and decode the prompts, capturing and writing nothing (probe bench's baseline)")
+	_ = fl.MarkHidden("decode-only")
 	_ = c.MarkFlagRequired("output")
 	return c
 }
@@ -180,6 +185,9 @@ func runDump(cmd *cobra.Command, f *dumpFlags) error {
 	src, err := f.source(cmd, si, sn)
 	if err != nil {
 		return err
+	}
+	if f.decodeOnly {
+		return decodePrompts(cmd, f, src)
 	}
 	stores, err := dumpPrompts(cmd.Context(), f, src, fmt.Sprintf("%d/%d", si, sn), cmd.ErrOrStderr())
 	if err != nil {
@@ -760,6 +768,51 @@ func tokenizeItem(m *bindings.Model, it *promptItem, nctx int, template string) 
 	}
 	it.Tokens = toks
 	return nil
+}
+
+// decodePrompts reads, tokenizes and decodes the prompts as a dump does, NSeq at a time,
+// capturing and writing nothing, and prints the prompt and token counts: the baseline of the
+// dump pipeline in probe bench.
+func decodePrompts(cmd *cobra.Command, f *dumpFlags, src promptSource) error {
+	m, c, err := f.mf.open()
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	defer c.Close()
+	nctx := c.Options().NCtx
+	var seqs [][]int32
+	prompts, tokens := 0, 0
+	decode := func() error {
+		if len(seqs) == 0 {
+			return nil
+		}
+		err := c.Decode(cmd.Context(), seqs)
+		seqs = seqs[:0]
+		return err
+	}
+	err = src.each(func(it promptItem) error {
+		if err := tokenizeItem(m, &it, nctx, f.mf.chatTemplate); err != nil {
+			return err
+		}
+		seqs = append(seqs, it.Tokens)
+		prompts, tokens = prompts+1, tokens+len(it.Tokens)
+		if len(seqs) < max(c.Options().NSeq, 1) {
+			return nil
+		}
+		return decode()
+	})
+	if err == nil {
+		err = decode()
+	}
+	if err != nil {
+		return err
+	}
+	if f.asJSON {
+		return json.NewEncoder(cmd.OutOrStdout()).Encode(map[string]any{"examples": prompts, "tokens": tokens})
+	}
+	_, err = fmt.Fprintf(cmd.OutOrStdout(), "decoded %d prompts (%d tokens)\n", prompts, tokens)
+	return err
 }
 
 // dumpExamples makes the store examples of a chunk of tokenized prompts (rows are set by the
