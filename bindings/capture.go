@@ -376,9 +376,14 @@ func (c *Context) capture(ctx context.Context, seqs [][]int32, spec CaptureSpec)
 		nseq = 1 // recurrent memory regroups a multi-sequence batch (see Model.oneSeq)
 	}
 	for start := 0; start < len(seqs); {
-		// Pack a group of sequences that fits the KV cache and the sequence limit.
+		// Pack a group of sequences that fits the KV cache and the sequence limit, and no more
+		// tokens than one decode takes (a longer sequence makes a group of its own): every token
+		// of a group attends over the cells the group fills, masked, so a group of 2,048 tokens
+		// made of 32 short prompts costs each token 32 times the attention of its own prompt,
+		// while a group beyond one decode's tokens makes no matrix product larger.
+		budget := min(c.opts.NCtx, c.opts.NBatch)
 		end, total := start, 0
-		for end < len(seqs) && end-start < nseq && total+len(seqs[end]) <= c.opts.NCtx {
+		for end < len(seqs) && end-start < nseq && (end == start || total+len(seqs[end]) <= budget) {
 			total += len(seqs[end])
 			end++
 		}

@@ -15,7 +15,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -620,8 +619,10 @@ func benchUpstream(ctx context.Context, rep *benchReport, f *benchFlags, paths m
 }
 
 // benchRSS dumps --rss prompt counts of short prompts with a tiny model in a child process
-// each and records the child's peak resident set size: memory that grows with the number of
-// prompts shows as a ratio above 1.
+// each, in shards of 16 MiB, and records the child's peak resident set size: memory that grows
+// with the number of prompts shows as a ratio above 1. (A dump holds one shard of rows and
+// records in memory, --shard-size, 256 MiB by default: a dump smaller than a shard grows up to
+// it.)
 func benchRSS(ctx context.Context, rep *benchReport, f *benchFlags, stderr io.Writer) error {
 	self, err := os.Executable()
 	if err != nil {
@@ -651,16 +652,24 @@ func benchRSS(ctx context.Context, rep *benchReport, f *benchFlags, stderr io.Wr
 		if err := os.RemoveAll(out); err != nil {
 			return err
 		}
-		c := exec.CommandContext(ctx, self, "dump", "-m", tiny, "-t", strconv.Itoa(f.threads), "--no-gpu", "-i", file, "--layers", "all", "-o", out)
+		// 16 MiB shards: the writer holds one shard, so both dumps span several.
+		c := exec.CommandContext(ctx, self, "dump", "-m", tiny, "-t", strconv.Itoa(f.threads), "--no-gpu", "-i", file, "--layers", "all",
+			"--shard-size", "16", "-o", out)
+		var msg strings.Builder
+		c.Stdout, c.Stderr = &msg, &msg
 		t0 := time.Now()
-		if msg, err := c.CombinedOutput(); err != nil {
-			return fmt.Errorf("dump of %d prompts: %w: %s", n, err, lastLine(msg))
+		if err := c.Start(); err != nil {
+			return err
 		}
-		ru, ok := c.ProcessState.SysUsage().(*syscall.Rusage)
-		if !ok {
-			return errors.New("no resource usage for the child process on this system")
+		waitPeak := watchPeakRSS(c.Process.Pid)
+		err := c.Wait()
+		peak := waitPeak()
+		if err != nil {
+			return fmt.Errorf("dump of %d prompts: %w: %s", n, err, lastLine([]byte(msg.String())))
 		}
-		peak := ru.Maxrss * 1024 // kilobytes on Linux
+		if peak == 0 {
+			return errors.New("could not read the child's peak RSS (VmHWM in /proc/PID/status)")
+		}
 		peaks = append(peaks, peak)
 		rep.RSS[strconv.Itoa(n)] = peak
 		fmt.Fprintf(stderr, "bench: dump of %d prompts: peak RSS %.1f MiB, %.1f s\n", n, float64(peak)/(1<<20), time.Since(t0).Seconds())
@@ -670,6 +679,42 @@ func benchRSS(ctx context.Context, rep *benchReport, f *benchFlags, stderr io.Wr
 	}
 	rep.RSSGrowth = float64(peaks[1]) / float64(peaks[0])
 	return nil
+}
+
+// watchPeakRSS polls the process's VmHWM (the high-water mark of its resident memory, kept by
+// the kernel for its address space) every 20 ms until the process is gone; the function it
+// returns waits for that and returns the largest value read. Call it after Wait. getrusage's ru_maxrss would not do:
+// Linux carries a process's peak across exec, so a child forked by this large process would
+// report this process's memory.
+func watchPeakRSS(pid int) func() int64 {
+	var peak int64
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		path := fmt.Sprintf("/proc/%d/status", pid)
+		for {
+			b, err := os.ReadFile(path)
+			if err != nil {
+				return
+			}
+			for _, line := range strings.Split(string(b), "\n") {
+				if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+					kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+					if err == nil && kb*1024 > peak {
+						peak = kb * 1024
+					}
+				}
+			}
+			if strings.Contains(string(b), "State:\tZ") {
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	return func() int64 {
+		<-done
+		return peak
+	}
 }
 
 // printBench prints the figures and the ratios.
