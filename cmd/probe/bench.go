@@ -225,10 +225,10 @@ func runBench(cmd *cobra.Command, f *benchFlags) error {
 			rep.Skipped = append(rep.Skipped, "upstream: "+err.Error())
 			fmt.Fprintf(stderr, "bench: upstream skipped: %v\n", err)
 		} else {
-			rep.UpstreamRatio = rep.ratio(decode, rep.figure("upstream decode", head))
-			rep.CaptureAllUpstream = rep.ratio(rep.figure("capture all, positions all", head), rep.figure("upstream decode", head))
+			rep.UpstreamRatio = rep.ratio(rep.figure("decode, beside upstream", head), rep.figure("upstream decode", head))
+			rep.CaptureAllUpstream = rep.ratio(rep.figure("capture all, positions all, beside upstream", head), rep.figure("upstream decode", head))
 			if slices.Contains(f.types, "F16") {
-				rep.UpstreamF16Ratio = rep.ratio(rep.figure("decode", "F16"), rep.figure("upstream decode", "F16"))
+				rep.UpstreamF16Ratio = rep.ratio(rep.figure("decode, beside upstream", "F16"), rep.figure("upstream decode", "F16"))
 			}
 		}
 	} else {
@@ -586,14 +586,63 @@ func benchUpstream(ctx context.Context, rep *benchReport, f *benchFlags, paths m
 		types = append(types, "F16")
 	}
 	for _, typ := range types {
-		model, err := filepath.Abs(paths[typ])
-		if err != nil {
+		if err := benchBesideUpstream(ctx, rep, f, typ, paths[typ], script, tokFile, seqs, stderr); err != nil {
 			return err
 		}
-		c := exec.CommandContext(ctx, "node", script, model, tokFile, strconv.Itoa(f.threads), "512", strconv.Itoa(max(512, f.promptLen)), strconv.Itoa(f.rounds))
-		c.Dir = dir
-		c.Stderr = stderr
-		out, err := c.Output()
+	}
+	return nil
+}
+
+// benchBesideUpstream times, in each of --rounds rounds, one upstream pass (a node process:
+// load, a warm-up pass, one timed pass) and then, right after it on the same file and tokens,
+// one pass of probe's decode and one of its capture of every layer at every position. Taken
+// minutes apart, the two sides would differ by the machine's drift (seen: ±25% between two
+// runs on this shared machine); taken in turn, a slow spell touches both.
+func benchBesideUpstream(ctx context.Context, rep *benchReport, f *benchFlags, typ, path, script, tokFile string, seqs [][]int32, stderr io.Writer) error {
+	model, err := filepath.Abs(path)
+	if err != nil {
+		return err
+	}
+	m, err := bindings.LoadModel(path, bindings.ModelOptions{UseMmap: true, Threads: f.threads, NoGPU: true})
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	c, err := bindings.NewContext(m, bindings.ContextOptions{NCtx: max(512, f.promptLen), NSeq: 1, Threads: f.threads})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	all := make([]int, m.Info().Layers)
+	for i := range all {
+		all[i] = i
+	}
+	n := countTokens(seqs)
+	up := benchFigure{Name: "upstream decode", Type: typ}
+	dec := benchFigure{Name: "decode, beside upstream", Type: typ, Tokens: n}
+	capAll := benchFigure{Name: "capture all, positions all, beside upstream", Type: typ, Tokens: n}
+	timed := func(fn func([]int32) error) (float64, error) {
+		t0 := time.Now()
+		for _, s := range seqs {
+			if err := fn(s); err != nil {
+				return 0, err
+			}
+		}
+		return time.Since(t0).Seconds(), nil
+	}
+	decode := func(s []int32) error { return c.Decode(ctx, [][]int32{s}) }
+	capture := func(s []int32) error {
+		_, err := c.Capture(ctx, [][]int32{s}, bindings.CaptureSpec{Layers: all, Positions: bindings.PositionsAll})
+		return err
+	}
+	if _, err := timed(decode); err != nil { // warm-up
+		return err
+	}
+	for round := 0; round < f.rounds; round++ {
+		cmd := exec.CommandContext(ctx, "node", script, model, tokFile, strconv.Itoa(f.threads), "512", strconv.Itoa(max(512, f.promptLen)), "1")
+		cmd.Dir = filepath.Dir(script)
+		cmd.Stderr = stderr
+		out, err := cmd.Output()
 		if err != nil {
 			return fmt.Errorf("node %s: %w", filepath.Base(script), err)
 		}
@@ -604,15 +653,30 @@ func benchUpstream(ctx context.Context, rep *benchReport, f *benchFlags, paths m
 			Tokens  int       `json:"tokens"`
 			Seconds []float64 `json:"seconds"`
 		}
-		if err := json.Unmarshal(out, &res); err != nil {
-			return fmt.Errorf("node printed %q: %w", lastLine(out), err)
+		if err := json.Unmarshal(out, &res); err != nil || len(res.Seconds) != 1 {
+			return fmt.Errorf("node printed %q: %v", lastLine(out), err)
 		}
-		fig := benchFigure{Name: "upstream decode", Type: typ, Tokens: res.Tokens, Seconds: res.Seconds}
-		if med := medianOf(res.Seconds); med > 0 {
-			fig.TokPerSec = float64(res.Tokens) / med
+		if res.Tokens != n {
+			return fmt.Errorf("upstream decoded %d tokens, probe %d", res.Tokens, n)
+		}
+		up.Tokens, up.Seconds = res.Tokens, append(up.Seconds, res.Seconds[0])
+		rep.Upstream = map[string]any{"package": upstreamPackage, "llama_cpp_release": res.Release, "build": res.Build, "threads": res.Threads}
+		d, err := timed(decode)
+		if err != nil {
+			return err
+		}
+		dec.Seconds = append(dec.Seconds, d)
+		a, err := timed(capture)
+		if err != nil {
+			return err
+		}
+		capAll.Seconds = append(capAll.Seconds, a)
+	}
+	for _, fig := range []benchFigure{up, dec, capAll} {
+		if med := medianOf(fig.Seconds); med > 0 {
+			fig.TokPerSec = float64(fig.Tokens) / med
 		}
 		rep.Figures = append(rep.Figures, fig)
-		rep.Upstream = map[string]any{"package": upstreamPackage, "llama_cpp_release": res.Release, "build": res.Build, "threads": res.Threads}
 		fmt.Fprintf(stderr, "bench: %-8s %-32s %9.1f tok/s\n", typ, fig.Name, fig.TokPerSec)
 	}
 	return nil
