@@ -364,19 +364,38 @@ func countTokens(seqs [][]int32) int {
 	return n
 }
 
+// benchContext loads a bench file for the CPU with --threads and makes a context for one
+// prompt at a time (NSeq 1, as upstream is run); release closes both.
+func benchContext(path string, f *benchFlags) (*bindings.Model, *bindings.Context, func(), error) {
+	m, err := bindings.LoadModel(path, bindings.ModelOptions{UseMmap: true, Threads: f.threads, NoGPU: true})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	c, err := bindings.NewContext(m, bindings.ContextOptions{NCtx: max(512, f.promptLen), NSeq: 1, Threads: f.threads})
+	if err != nil {
+		_ = m.Close()
+		return nil, nil, nil, err
+	}
+	return m, c, func() { _ = c.Close(); _ = m.Close() }, nil
+}
+
+// allLayers is 0 … n−1.
+func allLayers(n int) []int {
+	out := make([]int, n)
+	for i := range out {
+		out[i] = i
+	}
+	return out
+}
+
 // benchType measures decoding and capture on one file, one prompt at a time (NSeq 1, as
 // upstream is run).
 func benchType(ctx context.Context, rep *benchReport, f *benchFlags, typ, path string, onlyDecode bool, stderr io.Writer) error {
-	m, err := bindings.LoadModel(path, bindings.ModelOptions{UseMmap: true, Threads: f.threads, NoGPU: true})
+	m, c, release, err := benchContext(path, f)
 	if err != nil {
 		return err
 	}
-	defer m.Close()
-	c, err := bindings.NewContext(m, bindings.ContextOptions{NCtx: max(512, f.promptLen), NSeq: 1, Threads: f.threads})
-	if err != nil {
-		return err
-	}
-	defer c.Close()
+	defer release()
 	seqs := benchTokens(f.prompts, f.promptLen, m.Info().VocabSize, 1)
 	n := countTokens(seqs)
 	nl := m.Info().Layers
@@ -390,10 +409,7 @@ func benchType(ctx context.Context, rep *benchReport, f *benchFlags, typ, path s
 			return n, nil
 		}
 	}
-	all := make([]int, nl)
-	for i := range all {
-		all[i] = i
-	}
+	all := allLayers(nl)
 	runs := []benchRun{{"decode", func() (int, error) {
 		for _, s := range seqs {
 			if err := c.Decode(ctx, [][]int32{s}); err != nil {
@@ -603,20 +619,12 @@ func benchBesideUpstream(ctx context.Context, rep *benchReport, f *benchFlags, t
 	if err != nil {
 		return err
 	}
-	m, err := bindings.LoadModel(path, bindings.ModelOptions{UseMmap: true, Threads: f.threads, NoGPU: true})
+	m, c, release, err := benchContext(path, f)
 	if err != nil {
 		return err
 	}
-	defer m.Close()
-	c, err := bindings.NewContext(m, bindings.ContextOptions{NCtx: max(512, f.promptLen), NSeq: 1, Threads: f.threads})
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	all := make([]int, m.Info().Layers)
-	for i := range all {
-		all[i] = i
-	}
+	defer release()
+	all := allLayers(m.Info().Layers)
 	n := countTokens(seqs)
 	up := benchFigure{Name: "upstream decode", Type: typ}
 	dec := benchFigure{Name: "decode, beside upstream", Type: typ, Tokens: n}
