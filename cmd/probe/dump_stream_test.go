@@ -97,15 +97,7 @@ func TestDumpSeveralPositions(t *testing.T) {
 func TestDumpPositionsResumedAndSharded(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "dump")
 	args := append([]string{"dump", "-i", trainPrompts(t), "-o", dir, "--points", "residual,mlp_out", "--positions", "last,mean"}, dumpArgs(tinyModel(t, 1))...)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	progressHook = func(what string, done, total int) {
-		if what == "dump" && done >= 8 {
-			cancel()
-		}
-	}
-	_, _, err := executeWithContext(ctx, args...)
-	progressHook = nil
+	err := dumpInterrupted(8, args...)
 	require.ErrorContains(t, err, "interrupted after 8 of 40 prompts")
 	for _, rel := range []string{"residual/last", "residual/mean", "mlp_out/last", "mlp_out/mean"} {
 		m, err := probe.LoadManifestHeader(filepath.Join(dir, rel))
@@ -304,15 +296,7 @@ func toVersion1(t *testing.T, dir string) {
 func TestDumpVersion1Store(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "d")
 	args := append([]string{"dump", "-i", trainPrompts(t), "-o", dir, "--positions", "all", "--shard-size", "1"}, "-m", tinyModel(t, 1), "-t", "2", "--parallel", "1")
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	progressHook = func(what string, done, total int) {
-		if what == "dump" && done >= 12 {
-			cancel()
-		}
-	}
-	_, _, err := executeWithContext(ctx, args...)
-	progressHook = nil
+	err := dumpInterrupted(12, args...)
 	require.ErrorContains(t, err, "interrupted after 12 of 40 prompts")
 	toVersion1(t, dir)
 	m, err := probe.LoadManifest(dir)

@@ -123,6 +123,21 @@ func TestMergeErrors(t *testing.T) {
 
 // executeWithContext runs the command line like run does, but under ctx, and returns the
 // error instead of an exit status.
+// dumpInterrupted runs a dump command line in-process and cancels it, as Ctrl-C does, once n
+// prompts are dumped; it returns the command's error.
+func dumpInterrupted(n int, args ...string) error {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	progressHook = func(what string, done, total int) {
+		if what == "dump" && done >= n {
+			cancel()
+		}
+	}
+	defer func() { progressHook = nil }()
+	_, _, err := executeWithContext(ctx, args...)
+	return err
+}
+
 func executeWithContext(ctx context.Context, args ...string) (stdout, stderr string, err error) {
 	var out, errb bytes.Buffer
 	root := newRootCmd(strings.NewReader(""), &out, &errb)
@@ -138,15 +153,7 @@ func TestDumpInterruptedThenResumed(t *testing.T) {
 
 	// Ctrl-C after the first chunk of 4 prompts: the dump stops cleanly with them on disk. The
 	// resumed dump decodes the same chunks of 4 as trainDump, so the rows match bitwise.
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	progressHook = func(what string, done, total int) {
-		if what == "dump" && done >= 4 {
-			cancel()
-		}
-	}
-	_, _, err := executeWithContext(ctx, args...)
-	progressHook = nil
+	err := dumpInterrupted(4, args...)
 	var ee *exitError
 	require.ErrorAs(t, err, &ee)
 	require.Equal(t, 130, ee.code)

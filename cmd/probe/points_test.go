@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -95,15 +94,7 @@ func TestDumpSeveralPoints(t *testing.T) {
 func TestDumpPointsResumedAndSharded(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "dump")
 	args := append([]string{"dump", "-i", trainPrompts(t), "-o", dir, "--positions", "all", "--points", "residual,mlp_out"}, dumpArgs(tinyModel(t, 1))...)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	progressHook = func(what string, done, total int) {
-		if what == "dump" && done >= 4 {
-			cancel()
-		}
-	}
-	_, _, err := executeWithContext(ctx, args...)
-	progressHook = nil
+	err := dumpInterrupted(4, args...)
 	require.ErrorContains(t, err, "interrupted after 4 of 40 prompts")
 	for _, p := range []string{"residual", "mlp_out"} {
 		m, err := probe.LoadManifest(filepath.Join(dir, p))
@@ -148,15 +139,7 @@ func TestDumpPointsResumedAndSharded(t *testing.T) {
 		pargs := []string{"dump", "-i", trainPrompts(t), "-o", part, "--positions", "all", "--points", "residual,mlp_out",
 			"--shard", fmt.Sprintf("%d/2", i), "-m", tinyModel(t, 1), "-t", "2", "--parallel", "1"}
 		if i == 0 {
-			ctx, cancel := context.WithCancel(context.Background())
-			progressHook = func(what string, done, total int) {
-				if what == "dump" && done >= 3 {
-					cancel()
-				}
-			}
-			_, _, err := executeWithContext(ctx, pargs...)
-			progressHook = nil
-			cancel()
+			err := dumpInterrupted(3, pargs...)
 			require.ErrorContains(t, err, "interrupted after 3 of 20 prompts")
 			pargs = append(pargs, "--resume")
 		}
