@@ -25,7 +25,7 @@ const DefaultShardBytes = 256 << 20
 // StoreOptions configures a StoreWriter.
 type StoreOptions struct {
 	// ShardBytes is the size of activation data and example records at which
-	// a shard is closed and the next begun; it bounds the writer's memory. A
+	// a shard is closed and the next begun; the writer holds two shards at most. A
 	// shard holds at least one example, so an example larger than ShardBytes
 	// makes a shard of its own. Zero means DefaultShardBytes.
 	ShardBytes int64
@@ -42,12 +42,19 @@ var ErrStoreExists = errors.New("directory already holds an activation store")
 // temporary name, synced and renamed; then manifest.json, a header whose size
 // depends on the number of shards only, is rewritten atomically to list them.
 // At any moment the directory therefore holds a valid store of the examples in
-// completed shards, and a crash loses at most the buffered examples;
-// ResumeStore reopens it.
+// completed shards, and a crash loses at most the buffered examples and the
+// shard being written; ResumeStore reopens it.
 //
-// A writer holds one shard's rows and example records, and 16 bytes per
-// example id (a hash, for Done and the duplicate check); a flush writes one
-// shard, its examples and the header, whatever the store already holds.
+// A full shard is written in the background while Append fills the next one,
+// so disk writes and syncs overlap the caller's compute; one shard at most is
+// in flight, and an Append that fills the next before it is written waits for
+// it. Flush and Close wait for it too, and an error writing it is returned by
+// the next Append, Flush or Close.
+//
+// A writer holds two shards' rows and example records at most (the one it
+// fills and the one being written), and 16 bytes per example id (a hash, for
+// Done and the duplicate check); a flush writes one shard, its examples and
+// the header, whatever the store already holds.
 //
 // A StoreWriter is not safe for concurrent use, and one directory must have
 // one writer at a time.
@@ -64,7 +71,24 @@ type StoreWriter struct {
 	dirty    bool  // Meta changed since the manifest was written
 	err      error // sticky write error
 	closed   bool
+
+	// The shard being written in the background: the result of its write, the
+	// header that lists it, and its buffers, which the shard after next reuses.
+	inflight chan error
+	next     *Manifest
+	flying   shardBuffers
+	spare    shardBuffers
 }
+
+// shardBuffers are the encoded rows (per layer) and example records of a shard.
+type shardBuffers struct {
+	rows    [][]byte
+	records []byte
+}
+
+// beforeShardWrite, when set (by tests), runs before shard idx is written and
+// fails the write with its error.
+var beforeShardWrite func(idx int) error
 
 // idKey is the SHA-256 of an example id, cut to 128 bits: what a writer keeps
 // of each id (two ids share one with probability about n²/2¹²⁹).
@@ -267,8 +291,8 @@ func (w *StoreWriter) Append(ex Example, acts [][]float32) error {
 	if w.closed {
 		panic("probe: Append on a closed StoreWriter")
 	}
-	if w.err != nil {
-		return w.err
+	if err := w.poll(); err != nil {
+		return err
 	}
 	if ex.ID == "" {
 		return errors.New("append: empty example id")
@@ -329,7 +353,7 @@ func (w *StoreWriter) Append(ex Example, acts [][]float32) error {
 		elem = 2
 	}
 	if w.rows > 0 && w.bufferedBytes()+int64(n)*elem*int64(len(acts))+int64(len(rec)+1) > w.shardBytes {
-		if err := w.flush(false); err != nil {
+		if err := w.flushAsync(); err != nil {
 			return err
 		}
 	}
@@ -374,8 +398,8 @@ func (w *StoreWriter) Flush() error {
 	if w.closed {
 		panic("probe: Flush on a closed StoreWriter")
 	}
-	if w.err != nil {
-		return w.err
+	if err := w.wait(); err != nil {
+		return err
 	}
 	return w.flush(false)
 }
@@ -386,20 +410,22 @@ func (w *StoreWriter) Close() error {
 	if w.closed {
 		return nil
 	}
-	if w.err != nil {
-		return w.err
+	if err := w.wait(); err != nil {
+		return err
 	}
 	if err := w.flush(true); err != nil {
 		return err
 	}
 	w.closed = true
 	w.buf = nil
+	w.spare = shardBuffers{}
 	return nil
 }
 
 // flush writes the buffered rows as the next shard (if any) with its examples
-// file and rewrites the manifest, marked complete if complete is set. Its cost
-// is the shard's and a header of one line per shard: it does not grow with the
+// file and rewrites the manifest, marked complete if complete is set, and
+// returns when they are written; no shard may be in flight. Its cost is the
+// shard's and a header of one line per shard: it does not grow with the
 // examples already written.
 func (w *StoreWriter) flush(complete bool) error {
 	if w.rows == 0 {
@@ -415,19 +441,97 @@ func (w *StoreWriter) flush(complete bool) error {
 		}
 		return nil
 	}
+	write, next := w.shardJob(complete)
+	if err := write(); err != nil {
+		w.err = err
+		return err
+	}
+	*w.m = *next
+	w.dirty = false
+	w.resetShard(shardBuffers{rows: w.buf, records: w.records})
+	return nil
+}
+
+// flushAsync hands the buffered rows to a goroutine that writes them as the
+// next shard, after waiting for the shard written before, and lets Append
+// fill the buffers of that one meanwhile.
+func (w *StoreWriter) flushAsync() error {
+	if err := w.wait(); err != nil {
+		return err
+	}
+	write, next := w.shardJob(false)
+	done := make(chan error, 1)
+	go func() { done <- write() }()
+	w.inflight, w.next = done, next
+	w.flying = shardBuffers{rows: w.buf, records: w.records}
+	w.dirty = false // the header written lists Meta as it is now; SetMeta sets it again
+	if w.spare.rows == nil {
+		w.spare.rows = make([][]byte, len(w.m.Layers))
+	}
+	w.resetShard(w.spare)
+	w.spare = shardBuffers{}
+	return nil
+}
+
+// wait waits for the shard being written in the background, if any, and
+// commits the header that lists it; it returns the writer's sticky error.
+func (w *StoreWriter) wait() error {
+	if w.inflight != nil {
+		w.settle(<-w.inflight)
+	}
+	return w.err
+}
+
+// poll is wait without waiting: it settles the shard being written if its
+// write has ended.
+func (w *StoreWriter) poll() error {
+	if w.inflight != nil {
+		select {
+		case err := <-w.inflight:
+			w.settle(err)
+		default:
+		}
+	}
+	return w.err
+}
+
+// settle records the end of the background write: its error, or the header
+// that lists the shard, whose buffers become the spare ones.
+func (w *StoreWriter) settle(err error) {
+	w.inflight = nil
+	if err != nil {
+		w.err = err
+		return
+	}
+	meta := w.m.Meta // SetMeta may have changed it since the shard was handed over
+	*w.m = *w.next
+	w.m.Meta = meta
+	w.next = nil
+	w.spare, w.flying = w.flying, shardBuffers{}
+}
+
+// resetShard makes b, emptied, the buffers of the current shard.
+func (w *StoreWriter) resetShard(b shardBuffers) {
+	for i := range b.rows {
+		b.rows[i] = b.rows[i][:0]
+	}
+	w.buf, w.records = b.rows, b.records[:0]
+	w.nPending = 0
+	w.rows = 0
+}
+
+// shardJob returns the function that writes the buffered rows and example
+// records as the next shard and then the header that lists it, and that
+// header. The function uses only the buffers and its own copy of the header,
+// so it may run on another goroutine while the writer's state moves on.
+func (w *StoreWriter) shardJob(complete bool) (func() error, *Manifest) {
 	idx := len(w.m.Shards)
 	name, exName := shardName(idx), examplesName(idx)
-	// The examples file first: a crash before the manifest lists the shard leaves both as
-	// leftovers, which ResumeStore removes.
-	if err := safefile.WriteBytes(filepath.Join(w.dir, exName), w.records, 0o644); err != nil {
-		w.err = fmt.Errorf("write %s: %w", exName, err)
-		return w.err
-	}
-	tensors := make([]stWriteTensor, len(w.m.Layers))
 	dt := dtypeF32
 	if w.m.DType == DTypeF16 {
 		dt = dtypeF16
 	}
+	tensors := make([]stWriteTensor, len(w.m.Layers))
 	for i, l := range w.m.Layers {
 		tensors[i] = stWriteTensor{
 			Name: layerTensorName(l), DType: dt,
@@ -435,28 +539,33 @@ func (w *StoreWriter) flush(complete bool) error {
 		}
 	}
 	meta := map[string]string{"format": "probe activations", "point": w.m.Point, "positions": string(w.m.Positions)}
-	if err := writeShardFile(filepath.Join(w.dir, name), tensors, meta); err != nil {
-		w.err = fmt.Errorf("write %s: %w", name, err)
-		return w.err
-	}
 	next := *w.m
+	next.Meta = maps.Clone(w.m.Meta)
 	next.Shards = append(slices.Clip(w.m.Shards), ShardInfo{File: name, Rows: w.rows, Examples: w.nPending, ExamplesFile: exName})
 	next.Rows += w.rows
 	next.NExamples += w.nPending
 	next.Complete = complete
-	if err := writeManifest(w.dir, &next); err != nil {
-		w.err = fmt.Errorf("write manifest: %w", err)
-		return w.err
+	records, dir, hook := w.records, w.dir, beforeShardWrite
+	write := func() error {
+		if hook != nil {
+			if err := hook(idx); err != nil {
+				return fmt.Errorf("write %s: %w", name, err)
+			}
+		}
+		// The examples file first: a crash before the manifest lists the shard leaves
+		// both as leftovers, which ResumeStore removes.
+		if err := safefile.WriteBytes(filepath.Join(dir, exName), records, 0o644); err != nil {
+			return fmt.Errorf("write %s: %w", exName, err)
+		}
+		if err := writeShardFile(filepath.Join(dir, name), tensors, meta); err != nil {
+			return fmt.Errorf("write %s: %w", name, err)
+		}
+		if err := writeManifest(dir, &next); err != nil {
+			return fmt.Errorf("write manifest: %w", err)
+		}
+		return nil
 	}
-	*w.m = next
-	w.dirty = false
-	for i := range w.buf {
-		w.buf[i] = w.buf[i][:0]
-	}
-	w.records = w.records[:0]
-	w.nPending = 0
-	w.rows = 0
-	return nil
+	return write, &next
 }
 
 // writeShardFile writes a safetensors file atomically (internal/safefile).

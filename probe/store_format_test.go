@@ -1,11 +1,13 @@
 package probe
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -308,4 +310,111 @@ func FuzzExamplesFile(f *testing.F) {
 			t.Fatalf("accepted %d examples of %d rows for a shard of %d of %d", len(got.Examples), rows, h.Shards[0].Examples, h.Shards[0].Rows)
 		}
 	})
+}
+
+// holdShardWrites makes the writer's background shard writes wait: each sends its shard
+// index on started, then blocks until release is closed and returns fail(idx).
+func holdShardWrites(t *testing.T, fail func(int) error) (started chan int, release chan struct{}) {
+	started, release = make(chan int, 16), make(chan struct{})
+	beforeShardWrite = func(idx int) error {
+		started <- idx
+		<-release
+		return fail(idx)
+	}
+	t.Cleanup(func() { beforeShardWrite = nil })
+	return started, release
+}
+
+// A full shard is written while Append fills the next one; one shard at most is in flight,
+// the directory holds a valid store of the shards written meanwhile, and Close waits.
+func TestStoreWriterOverlapsWrites(t *testing.T) {
+	dir := t.TempDir()
+	m := testManifest(PositionLast, DTypeF32)
+	started, release := holdShardWrites(t, func(int) error { return nil })
+	// A shard holds one example at least: with a 1-byte shard size, each Append after the
+	// first hands the example before it over as a shard.
+	w, err := CreateStore(dir, m, StoreOptions{ShardBytes: 1})
+	require.NoError(t, err)
+	appendTest(t, w, m, 0)
+	appended := make(chan error, 1)
+	go func() { appended <- w.Append(testEx(1), testActs(1, m.Layers, 1, m.NEmbd)) }()
+	select {
+	case err := <-appended:
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Append waited for the shard it handed over to be written")
+	}
+	require.Equal(t, 0, <-started)
+	on, err := LoadManifestHeader(dir)
+	require.NoError(t, err)
+	assert.Empty(t, on.Shards, "the manifest lists shard 0 before it is written")
+	assert.Empty(t, w.Manifest().Shards, "Manifest reports shard 0 before it is written")
+
+	// Shard 1 is full too: the next Append waits for shard 0.
+	go func() { appended <- w.Append(testEx(2), testActs(2, m.Layers, 1, m.NEmbd)) }()
+	select {
+	case err := <-appended:
+		t.Fatalf("Append returned (%v) with a second shard full and the first unwritten", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(release)
+	require.NoError(t, <-appended)
+	require.Equal(t, 1, <-started)
+	assert.Len(t, w.Manifest().Shards, 1, "shard 0 is committed once Append has waited for it")
+	require.NoError(t, w.Close())
+	man := w.Manifest()
+	assert.True(t, man.Complete)
+	assert.Len(t, man.Shards, 3)
+	assert.Equal(t, 3, man.NExamples)
+	assert.Equal(t, []string{"ex-000", "ex-001", "ex-002"}, checkStore(t, dir, 0))
+}
+
+// An error writing a shard in the background is returned by the next call, and by every
+// later one; the store keeps the shards written before it.
+func TestStoreWriterBackgroundError(t *testing.T) {
+	for _, next := range []string{"append", "flush", "close"} {
+		t.Run(next, func(t *testing.T) {
+			dir := t.TempDir()
+			m := testManifest(PositionLast, DTypeF32)
+			started, release := holdShardWrites(t, func(idx int) error {
+				if idx == 1 {
+					return errors.New("disk full")
+				}
+				return nil
+			})
+			close(release)
+			w, err := CreateStore(dir, m, StoreOptions{ShardBytes: 1})
+			require.NoError(t, err)
+			for i := range 3 { // shards 0 and 1 handed over, example 2 buffered
+				appendTest(t, w, m, i)
+			}
+			require.Equal(t, 0, <-started)
+			require.Equal(t, 1, <-started)
+			var got error
+			switch next {
+			case "append":
+				// An Append fails once the write has ended, without waiting for it.
+				for i := 3; got == nil && i < 1000; i++ {
+					if got = w.Append(testEx(i), testActs(i, m.Layers, 1, m.NEmbd)); got == nil {
+						require.Equal(t, i-1, <-started) // the example before, handed over
+					}
+				}
+			case "flush":
+				got = w.Flush()
+			case "close":
+				got = w.Close()
+			}
+			require.ErrorContains(t, got, "write shard-00001.safetensors: disk full")
+			require.ErrorContains(t, w.Flush(), "disk full")
+			require.ErrorContains(t, w.Close(), "disk full")
+			on, err := LoadManifestHeader(dir)
+			require.NoError(t, err)
+			assert.Len(t, on.Shards, 1)
+			assert.False(t, on.Complete)
+			r, err := ResumeStore(dir, StoreOptions{})
+			require.NoError(t, err)
+			require.NoError(t, r.Close())
+			assert.Equal(t, []string{"ex-000"}, checkStore(t, dir, 0))
+		})
+	}
 }

@@ -292,8 +292,11 @@ func TestStoreResume(t *testing.T) {
 				for i := 0; i < crashAt; i++ {
 					appendTest(t, w, m, i)
 				}
-				// Crash: the writer is dropped with buffered examples. Leave
-				// the debris an interrupted shard write could leave.
+				// Crash: the writer is dropped with buffered examples, once the
+				// shard it writes in the background (if any) is on disk: the test's
+				// process lives on, and so would that write. Leave the debris an
+				// interrupted shard write could leave.
+				require.NoError(t, w.wait())
 				committed := w.Manifest()
 				require.Nil(t, committed.Examples, "the writer keeps no examples")
 				next := filepath.Join(dir, shardName(len(committed.Shards)))

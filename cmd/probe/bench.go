@@ -692,9 +692,9 @@ func benchBesideUpstream(ctx context.Context, rep *benchReport, f *benchFlags, t
 
 // benchRSS dumps --rss prompt counts of short prompts with a tiny model in a child process
 // each, in shards of 16 MiB, and records the child's peak resident set size: memory that grows
-// with the number of prompts shows as a ratio above 1. (A dump holds one shard of rows and
-// records in memory, --shard-size, 256 MiB by default: a dump smaller than a shard grows up to
-// it.)
+// with the number of prompts shows as a ratio above 1. (A dump holds two shards of rows and
+// records in memory at most, --shard-size, 256 MiB by default, the one it fills and the one
+// being written: a dump smaller than that grows up to it.)
 func benchRSS(ctx context.Context, rep *benchReport, f *benchFlags, stderr io.Writer) error {
 	self, err := os.Executable()
 	if err != nil {
@@ -724,7 +724,7 @@ func benchRSS(ctx context.Context, rep *benchReport, f *benchFlags, stderr io.Wr
 		if err := os.RemoveAll(out); err != nil {
 			return err
 		}
-		// 16 MiB shards: the writer holds one shard, so both dumps span several.
+		// 16 MiB shards: the writer holds two at most, so both dumps span several.
 		c := exec.CommandContext(ctx, self, "dump", "-m", tiny, "-t", strconv.Itoa(f.threads), "--no-gpu", "-i", file, "--layers", "all",
 			"--shard-size", "16", "-o", out)
 		var msg strings.Builder

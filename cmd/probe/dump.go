@@ -80,7 +80,7 @@ under a temporary name and renamed when complete; Ctrl-C or SIGTERM stops cleanl
 	fl.StringVarP(&f.out, "output", "o", "", "output directory")
 	fl.StringVar(&f.shard, "shard", "", "take shard i of n of the prompts (i/n)")
 	fl.BoolVar(&f.resume, "resume", false, "continue an interrupted dump in the output directory")
-	fl.IntVar(&f.shardMB, "shard-size", 256, "shard file size in MiB (bounds memory)")
+	fl.IntVar(&f.shardMB, "shard-size", 256, "shard file size in MiB (bounds memory: two shards at most, one being written while the next fills)")
 	fl.BoolVar(&f.asJSON, "json", false, "print the summary as JSON")
 	fl.BoolVar(&f.decodeOnly, "decode-only", false, "read, tokenize and decode the prompts, capturing and writing nothing (probe bench's baseline)")
 	_ = fl.MarkHidden("decode-only")

@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -27,9 +29,18 @@ var fixtureDir string
 func TestMain(m *testing.M) {
 	if n, err := strconv.Atoi(os.Getenv(killEnv)); err == nil {
 		// A child of TestDumpKilledThenResumed: run the command line, and die as a kill -9
-		// would, without any cleanup, once n prompts are dumped.
+		// would, without any cleanup, once n prompts are dumped and the dump's manifest (-o)
+		// lists a shard: shards are written in the background, and the test wants one
+		// committed when the kill lands.
+		out := os.Args[slices.Index(os.Args, "-o")+1]
 		progressHook = func(what string, done, total int) {
 			if what == "dump" && done >= n {
+				for range 1000 {
+					if m, err := probe.LoadManifestHeader(out); err == nil && len(m.Shards) > 0 {
+						break
+					}
+					time.Sleep(10 * time.Millisecond)
+				}
 				_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
 				select {}
 			}
