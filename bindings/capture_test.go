@@ -203,3 +203,59 @@ func TestCaptureStopsEarly(t *testing.T) {
 		row += n
 	}
 }
+
+func TestGroupEnd(t *testing.T) {
+	seqsOf := func(lens ...int) [][]int32 {
+		out := make([][]int32, len(lens))
+		for i, n := range lens {
+			out[i] = make([]int32, n)
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name                string
+		lens                []int
+		start, nseq, budget int
+		want                int
+	}{
+		{"64-token prompts, budget 512", []int{64, 64, 64, 64, 64, 64, 64, 64, 64, 64}, 0, 32, 512, 8},
+		{"64-token prompts, budget 128", []int{64, 64, 64, 64}, 0, 32, 128, 2},
+		{"from the middle", []int{64, 64, 64, 64}, 3, 32, 128, 4},
+		{"sequence limit", []int{8, 8, 8, 8, 8}, 0, 3, 128, 3},
+		{"a longer sequence alone", []int{300, 8}, 0, 32, 128, 1},
+		{"stops before a longer one", []int{8, 300, 8}, 0, 32, 128, 1},
+		{"exactly the budget", []int{100, 28, 1}, 0, 32, 128, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			assert.Equal(t, tc.want, groupEnd(seqsOf(tc.lens...), tc.start, tc.nseq, tc.budget))
+		})
+	}
+}
+
+// On the CPU alone capture packs at most cpuPackTokens tokens of prompts into one decode,
+// whatever the batch size: 8 prompts of 32 tokens take two decodes, not one.
+func TestCapturePacksLessOnCPU(t *testing.T) {
+	cfg := models.TinyConfig()
+	_, path := writeTiny(t, cfg, 4)
+	m, err := LoadModel(path, ModelOptions{UseMmap: true, NoGPU: true})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, m.Close()) })
+	require.True(t, m.cpuOnly)
+	c := newCtx(t, m, ContextOptions{NCtx: 512, NBatch: 512, NSeq: 16, KVType: KVF32})
+	require.Equal(t, cpuPackTokens, c.packTokens())
+	rng := rand.New(rand.NewPCG(5, 5))
+	seqs := make([][]int32, 8)
+	for i := range seqs {
+		seqs[i] = randomTokens(rng, 32, cfg.NVocab)
+	}
+	acts, err := c.Capture(context.Background(), seqs, CaptureSpec{Layers: []int{0}, Positions: PositionsLast})
+	require.NoError(t, err)
+	assert.Equal(t, 8*32/cpuPackTokens, c.decodes)
+	// The rows are those of each prompt decoded alone.
+	one := newCtx(t, m, ContextOptions{NCtx: 64, NSeq: 1, KVType: KVF32})
+	for i, s := range seqs {
+		alone, err := one.Capture(context.Background(), [][]int32{s}, CaptureSpec{Layers: []int{0}, Positions: PositionsLast})
+		require.NoError(t, err)
+		assert.InDeltaSlice(t, alone.Residual(0), acts.Residual(0)[i*cfg.NEmbd:(i+1)*cfg.NEmbd], 1e-4, "prompt %d", i)
+	}
+}

@@ -65,6 +65,8 @@ type Context struct {
 	// one, ggml starts and joins its threads for every computation — twice per decode when a
 	// capture splits the graph.
 	pool *C.struct_ggml_threadpool
+	// decodes counts the context's llama_decode calls (for tests of how capture packs them).
+	decodes int
 }
 
 // NewContext makes a context for the model.
@@ -226,6 +228,7 @@ func (c *Context) decode(toks []batchToken) error {
 		}
 	}
 	b.n_tokens = C.int32_t(n)
+	c.decodes++
 	var rc C.int32_t
 	reason := withLogError(func() { rc = C.llama_decode(c.c, *b) })
 	if rc != 0 {

@@ -321,7 +321,10 @@ type Model struct {
 	// oneSeq is set for recurrent and hybrid architectures (mamba, rwkv, jamba, …): their
 	// memory splits a multi-sequence batch into equal-length pieces per sequence, so captured
 	// rows would not follow batch order; such models decode one sequence at a time.
-	oneSeq   bool
+	oneSeq bool
+	// cpuOnly is set when no GPU can take part in a decode (no layer offloaded, and NoGPU or
+	// no GPU backend): capture then packs fewer prompts into one decode (cpuPackTokens).
+	cpuOnly  bool
 	contexts atomic.Int32 // open contexts; read under mu's write lock by Close
 	// points (or pointsErr) is what the graph offers for capture, discovered once
 	// (graphPointsLocked); pointsMu guards both.
@@ -408,6 +411,7 @@ func LoadModel(path string, opts ModelOptions) (*Model, error) {
 	// llama.cpp offloads the last n_gpu_layers blocks and, once all are, the output layer:
 	// n_layer + 1 in all.
 	m.info.GPULayers = min(max(int(params.n_gpu_layers), 0), m.info.Layers+1)
+	m.cpuOnly = m.info.GPULayers == 0 && (opts.NoGPU || !gpuAvailable())
 	runtime.SetFinalizer(m, func(m *Model) { m.free() })
 	return m, nil
 }

@@ -110,6 +110,7 @@ type benchReport struct {
 	DumpRatio           float64          `json:"dump_ratio"`             // probe dump to disk, F32, every layer / decode only
 	DumpF16Ratio        float64          `json:"dump_f16_ratio"`         // the same with --dtype f16
 	BatchedSpeedup      float64          `json:"batched_speedup"`        // 32 × 64 tokens decoded together / one at a time
+	BatchedShortSpeedup float64          `json:"batched_short_speedup"`  // 256 × 8 tokens decoded together / one at a time
 	NativeSpeedup       float64          `json:"native_speedup"`         // decode, this build / the --portable build (0: not measured)
 	UpstreamRatio       float64          `json:"upstream_ratio"`         // decode only / upstream llama.cpp (0: not measured)
 	UpstreamF16Ratio    float64          `json:"upstream_f16_ratio"`     // the same on the F16 file
@@ -212,6 +213,7 @@ func runBench(cmd *cobra.Command, f *benchFlags) error {
 	rep.DumpRatio = rep.ratio(rep.figure("dump f32", head), rep.figure("dump, decode only", head))
 	rep.DumpF16Ratio = rep.ratio(rep.figure("dump f16", head), rep.figure("dump, decode only", head))
 	rep.BatchedSpeedup = rep.ratio(rep.figure("32 × 64 batched", head), rep.figure("32 × 64 one at a time", head))
+	rep.BatchedShortSpeedup = rep.ratio(rep.figure("256 × 8 batched", head), rep.figure("256 × 8 one at a time", head))
 	if f.portable != "" {
 		if err := benchPortable(ctx, rep, f, head, paths[head], stderr); err != nil {
 			return fmt.Errorf("bench --portable: %w", err)
@@ -432,16 +434,17 @@ func benchType(ctx context.Context, rep *benchReport, f *benchFlags, typ, path s
 	), stderr)
 }
 
-// benchBatched decodes 32 prompts of 64 tokens in shared decodes (32 sequences per context)
-// and one at a time.
+// benchBatched decodes 32 prompts of 64 tokens, and 256 of 8, in shared decodes (as many
+// sequences per context, packed as capture packs them: up to the batch of 512 tokens, or 128 on
+// the CPU alone) and one at a time.
 func benchBatched(ctx context.Context, rep *benchReport, f *benchFlags, typ, path string, stderr io.Writer) error {
 	m, err := bindings.LoadModel(path, bindings.ModelOptions{UseMmap: true, Threads: f.threads, NoGPU: true})
 	if err != nil {
 		return err
 	}
 	defer m.Close()
-	seqs := benchTokens(32, 64, m.Info().VocabSize, 2)
-	shared, err := bindings.NewContext(m, bindings.ContextOptions{NCtx: 32 * 64, NBatch: 512, NSeq: 32, Threads: f.threads})
+	long, short := benchTokens(32, 64, m.Info().VocabSize, 2), benchTokens(256, 8, m.Info().VocabSize, 3)
+	shared, err := bindings.NewContext(m, bindings.ContextOptions{NCtx: 2048, NBatch: 512, NSeq: 256, Threads: f.threads})
 	if err != nil {
 		return err
 	}
@@ -451,17 +454,21 @@ func benchBatched(ctx context.Context, rep *benchReport, f *benchFlags, typ, pat
 		return err
 	}
 	defer single.Close()
-	n := countTokens(seqs)
-	return measure(rep, typ, f.rounds, []benchRun{
-		{"32 × 64 batched", func() (int, error) { return n, shared.Decode(ctx, seqs) }},
-		{"32 × 64 one at a time", func() (int, error) {
+	oneAtATime := func(seqs [][]int32) func() (int, error) {
+		return func() (int, error) {
 			for _, s := range seqs {
 				if err := single.Decode(ctx, [][]int32{s}); err != nil {
 					return 0, err
 				}
 			}
-			return n, nil
-		}},
+			return countTokens(seqs), nil
+		}
+	}
+	return measure(rep, typ, f.rounds, []benchRun{
+		{"32 × 64 batched", func() (int, error) { return countTokens(long), shared.Decode(ctx, long) }},
+		{"32 × 64 one at a time", oneAtATime(long)},
+		{"256 × 8 batched", func() (int, error) { return countTokens(short), shared.Decode(ctx, short) }},
+		{"256 × 8 one at a time", oneAtATime(short)},
 	}, stderr)
 }
 
@@ -816,6 +823,7 @@ func printBench(w io.Writer, rep *benchReport) error {
 		{"probe dump to disk, F32 / decode only", rep.DumpRatio},
 		{"probe dump to disk, F16 / decode only", rep.DumpF16Ratio},
 		{"32 × 64 batched / one at a time", rep.BatchedSpeedup},
+		{"256 × 8 batched / one at a time", rep.BatchedShortSpeedup},
 		{"default build / PORTABLE=1", rep.NativeSpeedup},
 		{"decode only / upstream llama.cpp", rep.UpstreamRatio},
 		{"decode only / upstream llama.cpp, F16", rep.UpstreamF16Ratio},

@@ -27,16 +27,19 @@ func TestBenchReport(t *testing.T) {
 			assert.InDelta(t, float64(fig.Tokens)/fig.Seconds[0], fig.TokPerSec, 1e-9*fig.TokPerSec)
 		}
 	}
-	for _, name := range []string{"dump, decode only", "dump f32", "dump f16", "32 × 64 batched", "32 × 64 one at a time"} {
+	for _, name := range []string{"dump, decode only", "dump f32", "dump f16", "32 × 64 batched", "32 × 64 one at a time",
+		"256 × 8 batched", "256 × 8 one at a time"} {
 		require.NotNil(t, rep.figure(name, "Q8_0"), name)
 	}
 	assert.Equal(t, 32*64, rep.figure("32 × 64 batched", "Q8_0").Tokens)
+	assert.Equal(t, 256*8, rep.figure("256 × 8 one at a time", "Q8_0").Tokens)
 	q := func(a, b string) float64 { return rep.figure(a, "Q8_0").TokPerSec / rep.figure(b, "Q8_0").TokPerSec }
 	assert.InDelta(t, q("capture all, positions all", "decode"), rep.CaptureAllRatio, 1e-12)
 	assert.InDelta(t, q("capture one, positions all", "decode"), rep.CaptureOneRatio, 1e-12)
 	assert.InDelta(t, q("capture all, positions all", "capture all, positions all, logits"), rep.LogitsCost, 1e-12)
 	assert.InDelta(t, q("dump f32", "dump, decode only"), rep.DumpRatio, 1e-12)
 	assert.InDelta(t, q("32 × 64 batched", "32 × 64 one at a time"), rep.BatchedSpeedup, 1e-12)
+	assert.InDelta(t, q("256 × 8 batched", "256 × 8 one at a time"), rep.BatchedShortSpeedup, 1e-12)
 	require.Len(t, rep.RSS, 2)
 	assert.InDelta(t, float64(rep.RSS["40"])/float64(rep.RSS["20"]), rep.RSSGrowth, 1e-12)
 	assert.Greater(t, rep.RSS["20"], int64(1<<20))
