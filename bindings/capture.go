@@ -316,13 +316,12 @@ func (c *Context) Decode(ctx context.Context, seqs [][]int32) error {
 }
 
 // cpuPackTokens is the most tokens capture packs into one decode when the model runs on the
-// CPU alone. Packing pays there only while the matrix products are small: 128 rows keep two
+// CPU alone. Packing pays there only while the matrix products are small: 128 rows keep the
 // cores as busy as 512, while the masked attention over the group's other prompts grows with
 // the group (about 2·(B−L)/(4·n_embd + 3·n_ff) of the work for a group of B tokens of prompts
-// of L: 7% at 512 tokens of 64-token prompts with n_embd 1024). Measured on the bench model
-// (n_embd 1024, Q4_K_M, 2 cores), tokens/s of decode against one prompt per decode: prompts of
-// 64 tokens 0.71 packed 512 to a decode, 0.99 packed 128; prompts of 8 tokens 1.34 and 1.70.
-// On a GPU a decode is the more efficient the larger, and capture packs up to the batch size.
+// of L tokens: 7% at 512 tokens of 64-token prompts with n_embd 1024). docs/DESIGN.md §3 has
+// the measurement; on a GPU a decode is the more efficient the larger, and capture packs up to
+// the batch size.
 const cpuPackTokens = 128
 
 // packTokens is the most tokens capture packs into one group of sequences: the KV cache and

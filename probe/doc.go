@@ -21,7 +21,8 @@
 //	err = w.Flush()               // optional checkpoint (on a signal, say)
 //	err = w.Close()               // last shard, manifest marked complete
 //
-// The writer buffers at most one shard and keeps a 16-byte hash per example
+// The writer holds at most two shards (the one it fills and the one it writes
+// in the background) and keeps a 16-byte hash per example
 // id; each shard and its examples file are written under a temporary name,
 // synced and renamed, and the manifest is then rewritten atomically, so a
 // crash leaves a valid store of the completed shards and a flush costs the

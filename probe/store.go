@@ -31,6 +31,15 @@ type StoreOptions struct {
 	ShardBytes int64
 }
 
+// StoreWriteError is a StoreWriter's failure to write a shard, its examples
+// file or the manifest: sticky, every later call of the writer returns it. A
+// shard is written in the background, so the Append that returns it is not
+// the one whose example failed.
+type StoreWriteError struct{ Err error }
+
+func (e *StoreWriteError) Error() string { return e.Err.Error() }
+func (e *StoreWriteError) Unwrap() error { return e.Err }
+
 // ErrStoreExists is returned by CreateStore for a directory that already
 // holds a store (complete or not).
 var ErrStoreExists = errors.New("directory already holds an activation store")
@@ -249,8 +258,9 @@ func writeExamplesFile(path string, exs []Example) error {
 	return safefile.WriteBytes(path, buf, 0o644)
 }
 
-// Manifest returns a copy of the committed header: the shards completed so
-// far and their counts. Its Examples are nil (ForEachExample reads them).
+// Manifest returns a copy of the committed header: the shards written so far
+// and their counts (a shard still being written in the background is not
+// among them). Its Examples are nil (ForEachExample reads them).
 func (w *StoreWriter) Manifest() Manifest {
 	m := *w.m
 	m.Shards = slices.Clone(m.Shards)
@@ -391,9 +401,11 @@ func (w *StoreWriter) bufferedBytes() int64 {
 	return b
 }
 
-// Flush writes the buffered examples as a shard now, without closing the
-// writer; use it to checkpoint before stopping on a signal. The store stays
-// incomplete (Manifest.Complete false) until Close.
+// Flush waits for the shard being written in the background, if any, and
+// writes the buffered examples as a shard now, without closing the writer: on
+// return every example appended is on disk. Use it to checkpoint before
+// stopping on a signal. The store stays incomplete (Manifest.Complete false)
+// until Close.
 func (w *StoreWriter) Flush() error {
 	if w.closed {
 		panic("probe: Flush on a closed StoreWriter")
@@ -404,8 +416,9 @@ func (w *StoreWriter) Flush() error {
 	return w.flush(false)
 }
 
-// Close writes the last shard and the final manifest, marked complete. A
-// second Close does nothing.
+// Close waits for the shard being written in the background, if any, then
+// writes the last shard and the final manifest, marked complete. A second
+// Close does nothing.
 func (w *StoreWriter) Close() error {
 	if w.closed {
 		return nil
@@ -422,6 +435,22 @@ func (w *StoreWriter) Close() error {
 	return nil
 }
 
+// Abort closes the writer without writing what it buffers: it waits for the
+// shard being written in the background, if any, and drops the examples
+// appended since. The store stays as its written shards left it, incomplete;
+// ResumeStore continues it. Abort returns the background write's error, if
+// any; on a closed writer it does nothing.
+func (w *StoreWriter) Abort() error {
+	if w.closed {
+		return nil
+	}
+	err := w.wait()
+	w.closed = true
+	w.buf, w.records = nil, nil
+	w.spare = shardBuffers{}
+	return err
+}
+
 // flush writes the buffered rows as the next shard (if any) with its examples
 // file and rewrites the manifest, marked complete if complete is set, and
 // returns when they are written; no shard may be in flight. Its cost is the
@@ -434,7 +463,7 @@ func (w *StoreWriter) flush(complete bool) error {
 			w.m.Complete = true
 			if err := writeManifest(w.dir, w.m); err != nil {
 				w.m.Complete = was
-				w.err = fmt.Errorf("write manifest: %w", err)
+				w.err = &StoreWriteError{fmt.Errorf("write manifest: %w", err)}
 				return w.err
 			}
 			w.dirty = false
@@ -443,8 +472,8 @@ func (w *StoreWriter) flush(complete bool) error {
 	}
 	write, next := w.shardJob(complete)
 	if err := write(); err != nil {
-		w.err = err
-		return err
+		w.err = &StoreWriteError{err}
+		return w.err
 	}
 	*w.m = *next
 	w.dirty = false
@@ -500,7 +529,7 @@ func (w *StoreWriter) poll() error {
 func (w *StoreWriter) settle(err error) {
 	w.inflight = nil
 	if err != nil {
-		w.err = err
+		w.err = &StoreWriteError{err}
 		return
 	}
 	meta := w.m.Meta // SetMeta may have changed it since the shard was handed over

@@ -393,18 +393,21 @@ func TestStoreWriterBackgroundError(t *testing.T) {
 			var got error
 			switch next {
 			case "append":
-				// An Append fails once the write has ended, without waiting for it.
-				for i := 3; got == nil && i < 1000; i++ {
-					if got = w.Append(testEx(i), testActs(i, m.Layers, 1, m.NEmbd)); got == nil {
-						require.Equal(t, i-1, <-started) // the example before, handed over
-					}
+				// An Append that fills no shard (and so waits for nothing) returns the
+				// error once the write has ended.
+				w.shardBytes = 1 << 30
+				for len(w.inflight) == 0 {
+					time.Sleep(time.Millisecond)
 				}
+				got = w.Append(testEx(3), testActs(3, m.Layers, 1, m.NEmbd))
 			case "flush":
 				got = w.Flush()
 			case "close":
 				got = w.Close()
 			}
 			require.ErrorContains(t, got, "write shard-00001.safetensors: disk full")
+			var we *StoreWriteError
+			require.ErrorAs(t, got, &we)
 			require.ErrorContains(t, w.Flush(), "disk full")
 			require.ErrorContains(t, w.Close(), "disk full")
 			on, err := LoadManifestHeader(dir)
@@ -417,4 +420,36 @@ func TestStoreWriterBackgroundError(t *testing.T) {
 			assert.Equal(t, []string{"ex-000"}, checkStore(t, dir, 0))
 		})
 	}
+}
+
+// Abort waits for the shard being written and drops what the writer buffers: the store holds
+// the shards written, incomplete, and nothing is written after Abort returns.
+func TestStoreWriterAbort(t *testing.T) {
+	dir := t.TempDir()
+	m := testManifest(PositionLast, DTypeF32)
+	started, release := holdShardWrites(t, func(int) error { return nil })
+	w, err := CreateStore(dir, m, StoreOptions{ShardBytes: 1})
+	require.NoError(t, err)
+	appendTest(t, w, m, 0)
+	appendTest(t, w, m, 1) // shard 0 handed over; example 1 buffered
+	require.Equal(t, 0, <-started)
+	aborted := make(chan error, 1)
+	go func() { aborted <- w.Abort() }()
+	select {
+	case err := <-aborted:
+		t.Fatalf("Abort returned (%v) before shard 0 was written", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(release)
+	require.NoError(t, <-aborted)
+	require.NoError(t, w.Abort(), "a second Abort does nothing")
+	require.NoError(t, w.Close(), "Close after Abort does nothing")
+	on, err := LoadManifestHeader(dir)
+	require.NoError(t, err)
+	assert.Len(t, on.Shards, 1)
+	assert.False(t, on.Complete)
+	assert.Equal(t, []string{"ex-000"}, checkStore(t, dir, 0))
+	shards, err := filepath.Glob(filepath.Join(dir, "shard-*"))
+	require.NoError(t, err)
+	assert.Len(t, shards, 2, "shard 0 and its examples file, nothing of example 1")
 }

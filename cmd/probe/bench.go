@@ -698,7 +698,7 @@ func benchBesideUpstream(ctx context.Context, rep *benchReport, f *benchFlags, t
 }
 
 // benchRSS dumps --rss prompt counts of short prompts with a tiny model in a child process
-// each, in shards of 16 MiB, and records the child's peak resident set size: memory that grows
+// each, in shards of 1 MiB, and records the child's peak resident set size: memory that grows
 // with the number of prompts shows as a ratio above 1. (A dump holds two shards of rows and
 // records in memory at most, --shard-size, 256 MiB by default, the one it fills and the one
 // being written: a dump smaller than that grows up to it.)
@@ -731,9 +731,10 @@ func benchRSS(ctx context.Context, rep *benchReport, f *benchFlags, stderr io.Wr
 		if err := os.RemoveAll(out); err != nil {
 			return err
 		}
-		// 16 MiB shards: the writer holds two at most, so both dumps span several.
+		// 1 MiB shards (the smallest): the writer holds two at most, and both dumps span many, so
+		// the peak is the same shards plus what grows with the prompts.
 		c := exec.CommandContext(ctx, self, "dump", "-m", tiny, "-t", strconv.Itoa(f.threads), "--no-gpu", "-i", file, "--layers", "all",
-			"--shard-size", "16", "-o", out)
+			"--shard-size", "1", "-o", out)
 		var msg strings.Builder
 		c.Stdout, c.Stderr = &msg, &msg
 		t0 := time.Now()

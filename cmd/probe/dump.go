@@ -376,6 +376,15 @@ func dumpPrompts(ctx context.Context, f *dumpFlags, src promptSource, shard stri
 			stores = append(stores, s)
 		}
 	}
+	// Whatever way the dump ends, no shard write goes on after it: on an error that
+	// keeps nothing more, the writers are aborted (a no-op once closed).
+	defer func() {
+		for _, s := range stores {
+			if s.w != nil {
+				_ = s.w.Abort()
+			}
+		}
+	}()
 	kmin := stores[0].done
 	for _, s := range stores {
 		kmin = min(kmin, s.done)
@@ -882,6 +891,9 @@ func appendActs(s *dumpStore, exs []probe.Example, first int, acts *bindings.Act
 			}
 		}
 		if err := s.w.Append(ex, per); err != nil {
+			if we := (*probe.StoreWriteError)(nil); errors.As(err, &we) {
+				return fmt.Errorf("write %s: %w", s.dir, err) // a shard handed over earlier
+			}
 			return fmt.Errorf("prompt %q: %w", ex.ID, err)
 		}
 	}
