@@ -22,10 +22,10 @@
 //	err = w.Close()               // last shard, manifest marked complete
 //
 // The writer holds at most two shards (the one it fills and the one it writes
-// in the background) and keeps a 16-byte hash per example
-// id; each shard and its examples file are written under a temporary name,
-// synced and renamed, and the manifest is then rewritten atomically, so a
-// crash leaves a valid store of the completed shards and a flush costs the
+// in the background) and keeps a 16-byte hash per example id; each shard and
+// its examples file are written under a temporary name, synced and renamed,
+// and the manifest is then rewritten atomically, so a crash leaves a valid
+// store of the completed shards and a flush costs the
 // same however many examples the store holds. ResumeStore reopens it (Done
 // reports finished ids; leftovers are removed; a store of version 1, whose
 // manifest listed every example, is rewritten as version 2). CreateStore
