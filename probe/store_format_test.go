@@ -325,16 +325,33 @@ func holdShardWrites(t *testing.T, fail func(int) error) (started chan int, rele
 	return started, release
 }
 
+// heldWriter creates a store in a temporary directory whose shard writes fail(idx) once
+// released (holdShardWrites), with a 1-byte shard size: a shard holds one example at least, so
+// each Append after the first hands the example before it over as a shard.
+func heldWriter(t *testing.T, fail func(int) error) (w *StoreWriter, m Manifest, dir string, started chan int, release chan struct{}) {
+	dir = t.TempDir()
+	m = testManifest(PositionLast, DTypeF32)
+	started, release = holdShardWrites(t, fail)
+	w, err := CreateStore(dir, m, StoreOptions{ShardBytes: 1})
+	require.NoError(t, err)
+	return w, m, dir, started, release
+}
+
+// requireWaiting checks that nothing arrives on done within 100 ms: the call behind it waits
+// (for a shard write held by holdShardWrites).
+func requireWaiting(t *testing.T, done <-chan error, what string) {
+	t.Helper()
+	select {
+	case err := <-done:
+		t.Fatalf("%s returned (%v) while a shard it must wait for was unwritten", what, err)
+	case <-time.After(100 * time.Millisecond):
+	}
+}
+
 // A full shard is written while Append fills the next one; one shard at most is in flight,
 // the directory holds a valid store of the shards written meanwhile, and Close waits.
 func TestStoreWriterOverlapsWrites(t *testing.T) {
-	dir := t.TempDir()
-	m := testManifest(PositionLast, DTypeF32)
-	started, release := holdShardWrites(t, func(int) error { return nil })
-	// A shard holds one example at least: with a 1-byte shard size, each Append after the
-	// first hands the example before it over as a shard.
-	w, err := CreateStore(dir, m, StoreOptions{ShardBytes: 1})
-	require.NoError(t, err)
+	w, m, dir, started, release := heldWriter(t, func(int) error { return nil })
 	appendTest(t, w, m, 0)
 	appended := make(chan error, 1)
 	go func() { appended <- w.Append(testEx(1), testActs(1, m.Layers, 1, m.NEmbd)) }()
@@ -352,11 +369,7 @@ func TestStoreWriterOverlapsWrites(t *testing.T) {
 
 	// Shard 1 is full too: the next Append waits for shard 0.
 	go func() { appended <- w.Append(testEx(2), testActs(2, m.Layers, 1, m.NEmbd)) }()
-	select {
-	case err := <-appended:
-		t.Fatalf("Append returned (%v) with a second shard full and the first unwritten", err)
-	case <-time.After(100 * time.Millisecond):
-	}
+	requireWaiting(t, appended, "Append filling a second shard")
 	close(release)
 	require.NoError(t, <-appended)
 	require.Equal(t, 1, <-started)
@@ -374,17 +387,13 @@ func TestStoreWriterOverlapsWrites(t *testing.T) {
 func TestStoreWriterBackgroundError(t *testing.T) {
 	for _, next := range []string{"append", "flush", "close"} {
 		t.Run(next, func(t *testing.T) {
-			dir := t.TempDir()
-			m := testManifest(PositionLast, DTypeF32)
-			started, release := holdShardWrites(t, func(idx int) error {
+			w, m, dir, started, release := heldWriter(t, func(idx int) error {
 				if idx == 1 {
 					return errors.New("disk full")
 				}
 				return nil
 			})
 			close(release)
-			w, err := CreateStore(dir, m, StoreOptions{ShardBytes: 1})
-			require.NoError(t, err)
 			for i := range 3 { // shards 0 and 1 handed over, example 2 buffered
 				appendTest(t, w, m, i)
 			}
@@ -425,21 +434,13 @@ func TestStoreWriterBackgroundError(t *testing.T) {
 // Abort waits for the shard being written and drops what the writer buffers: the store holds
 // the shards written, incomplete, and nothing is written after Abort returns.
 func TestStoreWriterAbort(t *testing.T) {
-	dir := t.TempDir()
-	m := testManifest(PositionLast, DTypeF32)
-	started, release := holdShardWrites(t, func(int) error { return nil })
-	w, err := CreateStore(dir, m, StoreOptions{ShardBytes: 1})
-	require.NoError(t, err)
+	w, m, dir, started, release := heldWriter(t, func(int) error { return nil })
 	appendTest(t, w, m, 0)
 	appendTest(t, w, m, 1) // shard 0 handed over; example 1 buffered
 	require.Equal(t, 0, <-started)
 	aborted := make(chan error, 1)
 	go func() { aborted <- w.Abort() }()
-	select {
-	case err := <-aborted:
-		t.Fatalf("Abort returned (%v) before shard 0 was written", err)
-	case <-time.After(100 * time.Millisecond):
-	}
+	requireWaiting(t, aborted, "Abort")
 	close(release)
 	require.NoError(t, <-aborted)
 	require.NoError(t, w.Abort(), "a second Abort does nothing")
