@@ -155,8 +155,14 @@ func (f *dumpFlags) source(cmd *cobra.Command, si, sn int) (promptSource, error)
 		// A pipe (stdin, or a shell's <(zcat …)) can be read once only.
 		st, err := os.Stat(path)
 		once := path == "-" || err == nil && !st.Mode().IsRegular()
+		// Once a pass has read the whole file, its ids are known to be distinct: later passes
+		// keep no set of them (the store writers still refuse an id appended twice, should
+		// the file change in between).
+		checked := false
 		src = promptSource{once: once, each: func(fn func(promptItem) error) error {
-			return forEachPrompt(path, stdin, text, fn)
+			err := forEachPrompt(path, stdin, text, !checked, fn)
+			checked = checked || err == nil
+			return err
 		}}
 	default:
 		return src, errors.New("no prompts: give --prompt TEXT or -i FILE")

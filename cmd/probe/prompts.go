@@ -34,7 +34,7 @@ type promptItem struct {
 // before anything runs; an error names the line.
 func readPromptFile(path string, stdin io.Reader, text bool) ([]promptItem, error) {
 	var items []promptItem
-	err := forEachPrompt(path, stdin, text, func(it promptItem) error {
+	err := forEachPrompt(path, stdin, text, true, func(it promptItem) error {
 		items = append(items, it)
 		return nil
 	})
@@ -58,12 +58,16 @@ func keyOfID(id string) idKey {
 var errStopLines = errors.New("stop")
 
 // forEachPrompt reads the prompt file as readPromptFile does, one prompt at a time, and calls
-// fn with each in file order: memory holds one line and a 16-byte hash of each id (to refuse
-// a repeated one), whatever the file's length. A line's error is "PATH line N: …"; an error
-// from fn stops the reading and is returned as is. A file without prompts is an error, found
-// at its end.
-func forEachPrompt(path string, stdin io.Reader, text bool, fn func(it promptItem) error) error {
-	ids := map[idKey]int{}
+// fn with each in file order: memory holds one line and, with checkIDs, a 16-byte hash of each
+// id (to refuse a repeated one), whatever the file's length. A line's error is "PATH line N:
+// …"; an error from fn stops the reading and is returned as is. A file without prompts is an
+// error, found at its end.
+func forEachPrompt(path string, stdin io.Reader, text, checkIDs bool, fn func(it promptItem) error) error {
+	var ids map[idKey]int
+	if checkIDs {
+		ids = map[idKey]int{}
+	}
+	n := 0
 	var fnErr error
 	err := forEachLine(path, stdin, func(line int, raw []byte) error {
 		var it promptItem
@@ -79,11 +83,14 @@ func forEachPrompt(path string, stdin io.Reader, text bool, fn func(it promptIte
 			}
 		}
 		it.Line = line
-		k := keyOfID(it.ID)
-		if prev, dup := ids[k]; dup {
-			return fmt.Errorf("id %q already used on line %d", it.ID, prev)
+		if checkIDs {
+			k := keyOfID(it.ID)
+			if prev, dup := ids[k]; dup {
+				return fmt.Errorf("id %q already used on line %d", it.ID, prev)
+			}
+			ids[k] = line
 		}
-		ids[k] = line
+		n++
 		if fnErr = fn(it); fnErr != nil {
 			return errStopLines
 		}
@@ -94,7 +101,7 @@ func forEachPrompt(path string, stdin io.Reader, text bool, fn func(it promptIte
 		return fnErr
 	case err != nil:
 		return err
-	case len(ids) == 0:
+	case n == 0:
 		return fmt.Errorf("%s holds no prompts", path)
 	}
 	return nil

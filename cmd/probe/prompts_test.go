@@ -59,3 +59,24 @@ func TestChatPromptFile(t *testing.T) {
 		requireFails(t, probeCmd(t, "", "dump", "-m", tc.model, "-t", "2", "-i", f, "-o", filepath.Join(t.TempDir(), "x")), tc.want)
 	}
 }
+
+// forEachPrompt refuses a repeated id only when asked to keep the set of ids (a dump's first
+// pass; its second pass reads a file already checked); an empty file is an error either way.
+func TestForEachPromptCheckIDs(t *testing.T) {
+	dup := writeFile(t, "dup.jsonl", `{"id": "x", "prompt": "a"}`+"\n"+`{"id": "x", "prompt": "b"}`+"\n")
+	empty := writeFile(t, "empty.jsonl", "\n\n")
+	count := func(path string, check bool) (int, error) {
+		n := 0
+		err := forEachPrompt(path, nil, false, check, func(promptItem) error { n++; return nil })
+		return n, err
+	}
+	_, err := count(dup, true)
+	require.ErrorContains(t, err, `line 2: id "x" already used on line 1`)
+	n, err := count(dup, false)
+	require.NoError(t, err)
+	assert.Equal(t, 2, n)
+	for _, check := range []bool{true, false} {
+		_, err = count(empty, check)
+		require.ErrorContains(t, err, "holds no prompts")
+	}
+}
