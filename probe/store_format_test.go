@@ -337,6 +337,15 @@ func heldWriter(t *testing.T, fail func(int) error) (w *StoreWriter, m Manifest,
 	return w, m, dir, started, release
 }
 
+// requireIncomplete checks that the manifest in dir lists shards shards and is not complete.
+func requireIncomplete(t *testing.T, dir string, shards int) {
+	t.Helper()
+	on, err := LoadManifestHeader(dir)
+	require.NoError(t, err)
+	assert.Len(t, on.Shards, shards)
+	assert.False(t, on.Complete)
+}
+
 // requireWaiting checks that nothing arrives on done within 100 ms: the call behind it waits
 // (for a shard write held by holdShardWrites).
 func requireWaiting(t *testing.T, done <-chan error, what string) {
@@ -419,10 +428,7 @@ func TestStoreWriterBackgroundError(t *testing.T) {
 			require.ErrorAs(t, got, &we)
 			require.ErrorContains(t, w.Flush(), "disk full")
 			require.ErrorContains(t, w.Close(), "disk full")
-			on, err := LoadManifestHeader(dir)
-			require.NoError(t, err)
-			assert.Len(t, on.Shards, 1)
-			assert.False(t, on.Complete)
+			requireIncomplete(t, dir, 1)
 			r, err := ResumeStore(dir, StoreOptions{})
 			require.NoError(t, err)
 			require.NoError(t, r.Close())
@@ -445,10 +451,7 @@ func TestStoreWriterAbort(t *testing.T) {
 	require.NoError(t, <-aborted)
 	require.NoError(t, w.Abort(), "a second Abort does nothing")
 	require.NoError(t, w.Close(), "Close after Abort does nothing")
-	on, err := LoadManifestHeader(dir)
-	require.NoError(t, err)
-	assert.Len(t, on.Shards, 1)
-	assert.False(t, on.Complete)
+	requireIncomplete(t, dir, 1)
 	assert.Equal(t, []string{"ex-000"}, checkStore(t, dir, 0))
 	shards, err := filepath.Glob(filepath.Join(dir, "shard-*"))
 	require.NoError(t, err)
