@@ -212,16 +212,22 @@ func parsePoints(s string) ([]bindings.Point, error) {
 	if strings.TrimSpace(s) == "" {
 		return []bindings.Point{bindings.Residual}, nil
 	}
-	var out []bindings.Point
+	return parseFlagList("--points", s, bindings.ParsePoint)
+}
+
+// parseFlagList parses the comma list s of a flag's values with parse, refusing a value given
+// twice.
+func parseFlagList[T comparable](flag, s string, parse func(string) (T, error)) ([]T, error) {
+	var out []T
 	for _, part := range strings.Split(s, ",") {
-		p, err := bindings.ParsePoint(strings.TrimSpace(part))
+		v, err := parse(strings.TrimSpace(part))
 		if err != nil {
-			return nil, fmt.Errorf("--points %q: %w", s, err)
+			return nil, fmt.Errorf("%s %q: %w", flag, s, err)
 		}
-		if slices.Contains(out, p) {
-			return nil, fmt.Errorf("--points %q: %s given twice", s, p)
+		if slices.Contains(out, v) {
+			return nil, fmt.Errorf("%s %q: %v given twice", flag, s, v)
 		}
-		out = append(out, p)
+		out = append(out, v)
 	}
 	return out, nil
 }
@@ -275,18 +281,7 @@ type dumpStore struct {
 
 // parsePositionList parses --positions: a comma list of all, last and mean, each once.
 func parsePositionList(s string) ([]probe.Position, error) {
-	var out []probe.Position
-	for _, part := range strings.Split(s, ",") {
-		p, err := bindings.ParsePositions(strings.TrimSpace(part))
-		if err != nil {
-			return nil, fmt.Errorf("--positions %q: %w", s, err)
-		}
-		if slices.Contains(out, p) {
-			return nil, fmt.Errorf("--positions %q: %s given twice", s, p)
-		}
-		out = append(out, p)
-	}
-	return out, nil
+	return parseFlagList("--positions", s, bindings.ParsePositions)
 }
 
 // storeRel is where the store of a point and a position lies in a dump of points and
