@@ -408,8 +408,9 @@ func (c *Context) capture(ctx context.Context, seqs [][]int32, spec CaptureSpec)
 	if c.m.oneSeq {
 		nseq = 1 // recurrent memory regroups a multi-sequence batch (see Model.oneSeq)
 	}
+	budget := c.packTokens()
 	for start := 0; start < len(seqs); {
-		end := groupEnd(seqs, start, nseq, c.packTokens())
+		end := groupEnd(seqs, start, nseq, budget)
 		c.clearMemory()
 		var batch []batchToken
 		var owners []int // sequence index of each batch token
