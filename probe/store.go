@@ -2,7 +2,6 @@ package probe
 
 import (
 	"crypto/sha256"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -71,7 +70,7 @@ type StoreWriter struct {
 	dir        string
 	m          *Manifest // the committed header; Examples is always nil
 	shardBytes int64
-	ids        map[idKey]struct{} // committed and buffered ids
+	ids        map[IDKey]struct{} // committed and buffered ids
 
 	buf      [][]byte // per layer: encoded rows of the current shard
 	records  []byte   // the current shard's examples file
@@ -99,13 +98,15 @@ type shardBuffers struct {
 // fails the write with its error.
 var beforeShardWrite func(idx int) error
 
-// idKey is the SHA-256 of an example id, cut to 128 bits: what a writer keeps
-// of each id (two ids share one with probability about n²/2¹²⁹).
-type idKey [16]byte
+// IDKey is the SHA-256 of an example or prompt id, cut to 128 bits: what a
+// store writer, or a reader of a prompt file, keeps of each id to find a
+// repeated one (two ids share one with probability about n²/2¹²⁹).
+type IDKey [16]byte
 
-func keyOf(id string) idKey {
+// KeyOfID returns the IDKey of id.
+func KeyOfID(id string) IDKey {
 	h := sha256.Sum256([]byte(id))
-	return idKey(h[:16])
+	return IDKey(h[:16])
 }
 
 // CreateStore creates an empty store in dir (created if needed) described by
@@ -156,7 +157,7 @@ func newStoreWriter(dir string, m *Manifest, opts StoreOptions) *StoreWriter {
 	if sb <= 0 {
 		sb = DefaultShardBytes
 	}
-	w := &StoreWriter{dir: dir, m: m, shardBytes: sb, ids: make(map[idKey]struct{}, min(m.NExamples, 1<<20))}
+	w := &StoreWriter{dir: dir, m: m, shardBytes: sb, ids: make(map[IDKey]struct{}, min(m.NExamples, 1<<20))}
 	w.buf = make([][]byte, len(m.Layers))
 	return w
 }
@@ -207,7 +208,7 @@ func ResumeStore(dir string, opts StoreOptions) (*StoreWriter, error) {
 	}
 	w := newStoreWriter(dir, m, opts)
 	err = ForEachExample(dir, m, func(e *Example) error {
-		k := keyOf(e.ID)
+		k := KeyOfID(e.ID)
 		if _, dup := w.ids[k]; dup {
 			return manifestErrorf("example id %q appears twice", e.ID)
 		}
@@ -282,7 +283,7 @@ func (w *StoreWriter) SetMeta(key, value string) {
 // Done reports whether the example id has been appended, in this session
 // (buffered or written) or in an earlier one (committed in a shard).
 func (w *StoreWriter) Done(id string) bool {
-	_, ok := w.ids[keyOf(id)]
+	_, ok := w.ids[KeyOfID(id)]
 	return ok
 }
 
@@ -307,7 +308,7 @@ func (w *StoreWriter) Append(ex Example, acts [][]float32) error {
 	if ex.ID == "" {
 		return errors.New("append: empty example id")
 	}
-	key := keyOf(ex.ID)
+	key := KeyOfID(ex.ID)
 	if _, dup := w.ids[key]; dup {
 		return fmt.Errorf("append: duplicate example id %q", ex.ID)
 	}
@@ -354,7 +355,7 @@ func (w *StoreWriter) Append(ex Example, acts [][]float32) error {
 	}
 
 	ex.Rows = rows
-	rec, err := json.Marshal(recordOf(&ex))
+	rec, err := appendRecord(nil, &ex) // the example's line, newline included
 	if err != nil {
 		return fmt.Errorf("append %q: %w", ex.ID, err)
 	}
@@ -362,7 +363,7 @@ func (w *StoreWriter) Append(ex Example, acts [][]float32) error {
 	if w.m.DType == DTypeF16 {
 		elem = 2
 	}
-	if w.rows > 0 && w.bufferedBytes()+int64(n)*elem*int64(len(acts))+int64(len(rec)+1) > w.shardBytes {
+	if w.rows > 0 && w.bufferedBytes()+int64(n)*elem*int64(len(acts))+int64(len(rec)) > w.shardBytes {
 		if err := w.flushAsync(); err != nil {
 			return err
 		}
@@ -384,7 +385,7 @@ func (w *StoreWriter) Append(ex Example, acts [][]float32) error {
 			w.buf[i] = appendF32(w.buf[i], a)
 		}
 	}
-	w.records = append(append(w.records, rec...), '\n')
+	w.records = append(w.records, rec...)
 	w.nPending++
 	w.rows += rows
 	w.ids[key] = struct{}{}
@@ -816,7 +817,7 @@ func Merge(dst string, srcs ...string) (err error) {
 		return errors.New("merge: no source stores")
 	}
 	ms := make([]*Manifest, len(srcs))
-	ids := map[idKey]int{} // the source of each id
+	ids := map[IDKey]int{} // the source of each id
 	for i, src := range srcs {
 		m, err := LoadManifestHeader(src)
 		if err != nil {
@@ -836,7 +837,7 @@ func Merge(dst string, srcs ...string) (err error) {
 			}
 		}
 		err = ForEachExample(src, m, func(e *Example) error {
-			k := keyOf(e.ID)
+			k := KeyOfID(e.ID)
 			if prev, dup := ids[k]; dup {
 				return fmt.Errorf("example id %q is in both %s and %s", e.ID, srcs[prev], src)
 			}

